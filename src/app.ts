@@ -1,0 +1,127 @@
+import type { Knex } from "knex";
+import type { Config } from "./config";
+import { openDatabase } from "./db/connection";
+import { describeDatabaseError } from "./db/errors";
+import { createTokenServiceHandlers } from "./grpc/handlers";
+import {
+  bindServer,
+  createGrpcServer,
+  TOKEN_SERVICE_NAME,
+} from "./grpc/server";
+import { resolveKeys } from "./keys";
+import type { Logger } from "./logger";
+import { SecretCipher } from "./tokens/cipher";
+import { DefaultTokens } from "./tokens/default-tokens";
+
+/** A running service: its bound port, database and stop function. */
+export interface App {
+  port: number;
+  db: Knex;
+  tokens: DefaultTokens;
+  /**
+   * Stops gracefully: reports NOT_SERVING, refuses new calls, lets calls in
+   * flight finish for up to `timeoutMs`, cancels the rest and closes the
+   * pool.
+   */
+  stop(timeoutMs?: number): Promise<void>;
+}
+
+type ServingStatus = "SERVING" | "NOT_SERVING";
+
+/** Opens the database, runs migrations and starts the gRPC server. */
+export async function startApp(config: Config, log: Logger): Promise<App> {
+  const keys = resolveKeys(config.keys, config.database.dataDir, log);
+  const db = await openDatabase(config.database);
+  const tokens = new DefaultTokens(
+    db,
+    new SecretCipher(keys.encryptionKey, keys.retiredKeys),
+    keys.signingSecret,
+    {
+      lifetimeDays: config.tokenLifetimeDays,
+      transaction: {
+        lockTimeoutMs: config.lockTimeoutMs,
+        statementTimeoutMs: config.statementTimeoutMs,
+        maxRetries: config.maxRetries,
+      },
+    },
+  );
+
+  const { server, health } = createGrpcServer(
+    createTokenServiceHandlers(tokens, log),
+    config.maxMessageBytes,
+  );
+  let port: number;
+  try {
+    port = await bindServer(server, config.grpcAddress);
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
+
+  let stopping = false;
+  let servingStatus: ServingStatus | undefined;
+  const setServing = (next: ServingStatus) => {
+    if (next !== servingStatus) {
+      servingStatus = next;
+      health.setStatus("", next);
+      health.setStatus(TOKEN_SERVICE_NAME, next);
+      log.info({ status: next }, "health status changed");
+    }
+  };
+  setServing("SERVING");
+
+  const probe = setInterval(() => {
+    db.raw("select 1").then(
+      () => !stopping && setServing("SERVING"),
+      (err: unknown) => {
+        if (!stopping && servingStatus === "SERVING") {
+          log.warn(
+            { err: describeDatabaseError(err) },
+            "database probe failed",
+          );
+        }
+        setServing("NOT_SERVING");
+      },
+    );
+  }, config.healthCheckIntervalMs);
+  probe.unref();
+
+  const embedded = config.database.databaseUrl === undefined;
+  log.info(
+    {
+      address: config.grpcAddress,
+      port,
+      database: embedded ? "pglite" : "postgresql",
+    },
+    "server started",
+  );
+
+  const stop = async (timeoutMs = config.shutdownTimeoutMs) => {
+    if (stopping) {
+      return;
+    }
+    stopping = true;
+    clearInterval(probe);
+    setServing("NOT_SERVING");
+
+    const drained = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+    if (!drained) {
+      log.warn(
+        { timeoutMs },
+        "calls still running at the shutdown timeout; cancelling them",
+      );
+      server.forceShutdown();
+    }
+
+    await db.destroy();
+    log.info({ drained }, "server stopped");
+  };
+
+  return { port, db, tokens, stop };
+}

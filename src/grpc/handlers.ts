@@ -1,0 +1,82 @@
+import type {
+  AuditContext as AuditContextMessage,
+  TokenServiceServer,
+} from "../generated/token/v1/token_service";
+import type { Logger } from "../logger";
+import type {
+  DefaultTokenRequest,
+  DefaultTokens,
+} from "../tokens/default-tokens";
+import { toIssuedTokenMessage, toTokenMessage } from "./token-message";
+import { type CallContext, unary } from "./unary";
+import { RequestValidator, validateAudit, validateOwner } from "./validation";
+
+interface OwnerRequestMessage {
+  userId: string;
+  orgId: string;
+  audit?: AuditContextMessage;
+}
+
+/**
+ * Validates the fields every default-token request shares.
+ *
+ * @throws InvalidArgumentError naming every invalid field.
+ */
+function parseRequest(
+  message: OwnerRequestMessage,
+  context: CallContext,
+): DefaultTokenRequest {
+  const validator = new RequestValidator();
+  const owner = validateOwner(validator, message);
+  const audit = validateAudit(validator, message.audit);
+  validator.throwIfInvalid();
+
+  return {
+    owner,
+    audit,
+    rpc: context.rpc,
+    clientService: context.clientService,
+  };
+}
+
+/** Implements token.v1.TokenService on the default-token operations. */
+export function createTokenServiceHandlers(
+  tokens: DefaultTokens,
+  log: Logger,
+): TokenServiceServer {
+  return {
+    createDefault: unary("CreateDefault", log, async (message, context) => {
+      const request = parseRequest(message, context);
+      const token = await tokens.createDefault(context, request);
+      return { token: toIssuedTokenMessage(token) };
+    }),
+
+    regenerate: unary("Regenerate", log, async (message, context) => {
+      const request = parseRequest(message, context);
+      const result = await tokens.regenerate(context, request);
+      return {
+        token: toIssuedTokenMessage(result.token),
+        created: result.created,
+      };
+    }),
+
+    getOrProvision: unary("GetOrProvision", log, async (message, context) => {
+      const request = parseRequest(message, context);
+      const result = await tokens.getOrProvision(context, request);
+      return {
+        token: toIssuedTokenMessage(result.token),
+        provisioned: result.provisioned,
+      };
+    }),
+
+    delete: unary("Delete", log, async (message, context) => {
+      const request = parseRequest(message, context);
+      const deleted = await tokens.delete(
+        context,
+        request,
+        message.allowMissing,
+      );
+      return { token: deleted ? toTokenMessage(deleted) : undefined };
+    }),
+  };
+}

@@ -1,0 +1,134 @@
+import { isIP } from "node:net";
+import type { AuditContext as AuditContextMessage } from "../generated/token/v1/token_service";
+import type { AuditContext } from "../tokens/audit";
+import { type FieldViolation, InvalidArgumentError } from "../tokens/errors";
+import type { TokenOwner } from "../tokens/repository";
+
+/** Maximum length of user_id, org_id and audit.actor_id, in characters. */
+export const MAX_ID_LENGTH = 255;
+const MAX_REQUEST_ID_LENGTH = 128;
+const MAX_USER_AGENT_LENGTH = 1024;
+const MAX_CLIENT_IP_LENGTH = 64;
+
+// Control, format (zero-width and bidirectional marks), surrogate, private
+// use, line and paragraph separator characters, and U+FFFD, which the
+// protobuf decoder puts in place of invalid UTF-8.
+const FORBIDDEN_IN_ID = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Zl}\p{Zp}\uFFFD]/u;
+const FORBIDDEN_IN_TEXT = /[\p{Cc}\p{Cs}\uFFFD]/u;
+
+function describeCharacter(text: string, pattern: RegExp): string {
+  const chars = [...text];
+  const index = chars.findIndex((char) => pattern.test(char));
+  const codePoint = chars[index].codePointAt(0) ?? 0;
+  const hex = codePoint.toString(16).toUpperCase().padStart(4, "0");
+  return `U+${hex} at character ${index + 1}`;
+}
+
+/** Collects the violations of one request before any database work. */
+export class RequestValidator {
+  readonly violations: FieldViolation[] = [];
+
+  /** Checks an identifier: length bounds and no invisible characters. */
+  identifier(field: string, value: string, minLength: number): string {
+    const length = [...value].length;
+    if (length < minLength) {
+      this.add(field, `${field} is required: set it to a non-empty id`);
+    } else if (length > MAX_ID_LENGTH) {
+      this.add(
+        field,
+        `${field} is ${length} characters long; the maximum is ` +
+          `${MAX_ID_LENGTH}`,
+      );
+    } else if (FORBIDDEN_IN_ID.test(value)) {
+      this.add(
+        field,
+        `${field} contains a control or invisible character ` +
+          `(${describeCharacter(value, FORBIDDEN_IN_ID)}); remove it`,
+      );
+    } else if (value.trim() !== value) {
+      this.add(field, `${field} has leading or trailing whitespace; trim it`);
+    }
+    return value;
+  }
+
+  /** Checks free text: a maximum length and no control characters. */
+  text(field: string, value: string, maxLength: number): string {
+    const length = [...value].length;
+    if (length > maxLength) {
+      this.add(
+        field,
+        `${field} is ${length} characters long; the maximum is ${maxLength}`,
+      );
+    } else if (FORBIDDEN_IN_TEXT.test(value)) {
+      this.add(
+        field,
+        `${field} contains a control character ` +
+          `(${describeCharacter(value, FORBIDDEN_IN_TEXT)}); remove it`,
+      );
+    }
+    return value;
+  }
+
+  /** Checks an optional IPv4 or IPv6 address. */
+  ipAddress(field: string, value: string): string {
+    if (value === "") {
+      return value;
+    }
+    if (value.length > MAX_CLIENT_IP_LENGTH || isIP(value) === 0) {
+      this.add(
+        field,
+        `${field} is not an IPv4 or IPv6 address; send the client's ` +
+          `address without a port, or leave it empty`,
+      );
+    }
+    return value;
+  }
+
+  add(field: string, description: string): void {
+    this.violations.push({ field, description });
+  }
+
+  /** @throws InvalidArgumentError listing every violation found. */
+  throwIfInvalid(): void {
+    if (this.violations.length > 0) {
+      throw new InvalidArgumentError(this.violations);
+    }
+  }
+}
+
+/** Validates the owner fields shared by every default-token request. */
+export function validateOwner(
+  validator: RequestValidator,
+  request: { userId: string; orgId: string },
+): TokenOwner {
+  return {
+    userId: validator.identifier("user_id", request.userId, 1),
+    orgId: validator.identifier("org_id", request.orgId, 0),
+  };
+}
+
+/** Validates the AuditContext; a missing one counts as all fields empty. */
+export function validateAudit(
+  validator: RequestValidator,
+  audit: AuditContextMessage | undefined,
+): AuditContext {
+  const requestId = audit?.requestId ?? "";
+  const actorId = audit?.actorId ?? "";
+  const clientIp = audit?.clientIp ?? "";
+  const userAgent = audit?.userAgent ?? "";
+
+  return {
+    requestId: validator.text(
+      "audit.request_id",
+      requestId,
+      MAX_REQUEST_ID_LENGTH,
+    ),
+    actorId: validator.identifier("audit.actor_id", actorId, 0),
+    clientIp: validator.ipAddress("audit.client_ip", clientIp),
+    userAgent: validator.text(
+      "audit.user_agent",
+      userAgent,
+      MAX_USER_AGENT_LENGTH,
+    ),
+  };
+}

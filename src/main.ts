@@ -1,0 +1,48 @@
+import { ConfigError, loadConfig } from "./config";
+import { startApp } from "./app";
+import { createLogger } from "./logger";
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      createLogger("info").fatal(
+        { err: { message: err.message } },
+        "invalid configuration",
+      );
+      process.exitCode = 2;
+      return;
+    }
+    throw err;
+  }
+
+  const log = createLogger(config.logLevel);
+  const app = await startApp(config, log);
+
+  const onSignal = (signal: NodeJS.Signals) => {
+    log.info({ signal }, "shutting down");
+    // The handlers run once, so a second signal ends the process at once;
+    // this timer ends a stop that hangs past its own timeout.
+    const force = setTimeout(() => {
+      log.error("shutdown took too long; exiting");
+      process.exit(1);
+    }, config.shutdownTimeoutMs + 5000);
+    force.unref();
+    app.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.once("SIGTERM", onSignal);
+  process.once("SIGINT", onSignal);
+}
+
+main().catch((err: unknown) => {
+  createLogger("info").fatal({ err }, "start-up failed");
+  process.exit(1);
+});

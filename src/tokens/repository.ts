@@ -1,0 +1,206 @@
+import type { Knex } from "knex";
+import type { SealedSecret } from "./cipher";
+
+/** Who manages a token: the system (`default`) or a person (`user`). */
+export type TokenKind = "default" | "user";
+
+/** A row of api_tokens, with `expired` computed by the database clock. */
+export interface TokenRecord {
+  id: string;
+  userId: string;
+  orgId: string;
+  label: string;
+  kind: TokenKind;
+  tokenHash: string;
+  /** Null only for tokens created outside this service (user keys). */
+  sealed: SealedSecret | null;
+  masked: string;
+  signature: string | null;
+  disabled: boolean;
+  /** Whether expires_at had passed when the row was read. */
+  expired: boolean;
+  createdAt: Date;
+  updatedAt: Date;
+  expiresAt: Date | null;
+  lastUsedAt: Date | null;
+}
+
+/** The secret-derived columns written together whenever a secret changes. */
+export interface SecretColumns {
+  tokenHash: string;
+  sealed: SealedSecret;
+  masked: string;
+  signature: string;
+}
+
+/** A user and organization: the scope of one default token. */
+export interface TokenOwner {
+  userId: string;
+  orgId: string;
+}
+
+/** Database handle: the shared knex instance or one transaction. */
+export type Queryable = Knex | Knex.Transaction;
+
+const TABLE = "api_tokens";
+const DEFAULT_LABEL = "Default";
+
+interface TokenRow {
+  id: string;
+  user_id: string;
+  org_id: string;
+  label: string;
+  kind: TokenKind;
+  token_hash: string;
+  secret_key_id: string | null;
+  secret_ciphertext: Buffer | null;
+  secret_masked: string;
+  signature: string | null;
+  disabled: boolean;
+  expired: boolean;
+  created_at: Date;
+  updated_at: Date;
+  expires_at: Date | null;
+  last_used_at: Date | null;
+}
+
+function returningColumns(db: Queryable): (string | Knex.Raw)[] {
+  return [
+    "*",
+    db.raw("(expires_at is not null and expires_at <= now()) as expired"),
+  ];
+}
+
+function toRecord(row: TokenRow): TokenRecord {
+  const sealed =
+    row.secret_key_id !== null && row.secret_ciphertext !== null
+      ? { keyId: row.secret_key_id, ciphertext: row.secret_ciphertext }
+      : null;
+
+  return {
+    id: row.id,
+    userId: row.user_id,
+    orgId: row.org_id,
+    label: row.label,
+    kind: row.kind,
+    tokenHash: row.token_hash,
+    sealed,
+    masked: row.secret_masked,
+    signature: row.signature,
+    disabled: row.disabled,
+    expired: row.expired,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    expiresAt: row.expires_at,
+    lastUsedAt: row.last_used_at,
+  };
+}
+
+function secretValues(secret: SecretColumns) {
+  return {
+    token_hash: secret.tokenHash,
+    secret_key_id: secret.sealed.keyId,
+    secret_ciphertext: secret.sealed.ciphertext,
+    secret_masked: secret.masked,
+    signature: secret.signature,
+  };
+}
+
+function expiryFromNow(db: Queryable, lifetimeDays: number): Knex.Raw {
+  return db.raw("now() + make_interval(days => ?)", [lifetimeDays]);
+}
+
+/**
+ * Reads the default token of an owner, or undefined. With `forUpdate` the
+ * row stays locked until the transaction ends.
+ */
+export async function findDefaultToken(
+  db: Queryable,
+  owner: TokenOwner,
+  options: { forUpdate?: boolean } = {},
+): Promise<TokenRecord | undefined> {
+  const query = db<TokenRow>(TABLE)
+    .select(returningColumns(db))
+    .where({ user_id: owner.userId, org_id: owner.orgId, kind: "default" })
+    .first();
+  if (options.forUpdate) {
+    query.forUpdate();
+  }
+
+  const row = (await query) as TokenRow | undefined;
+  return row ? toRecord(row) : undefined;
+}
+
+/**
+ * Inserts a default token unless the owner already has one. Returns
+ * undefined on that conflict, after waiting for a concurrent inserter to
+ * commit or roll back, so the caller can re-read the winner.
+ */
+export async function insertDefaultToken(
+  trx: Knex.Transaction,
+  owner: TokenOwner,
+  id: string,
+  secret: SecretColumns,
+  lifetimeDays: number,
+): Promise<TokenRecord | undefined> {
+  const rows = (await trx(TABLE)
+    .insert({
+      id,
+      user_id: owner.userId,
+      org_id: owner.orgId,
+      label: DEFAULT_LABEL,
+      kind: "default",
+      ...secretValues(secret),
+      disabled: false,
+      created_at: trx.fn.now(),
+      updated_at: trx.fn.now(),
+      expires_at: expiryFromNow(trx, lifetimeDays),
+    })
+    .onConflict(trx.raw("(user_id, org_id) where kind = 'default'"))
+    .ignore()
+    .returning(returningColumns(trx))) as TokenRow[];
+
+  return rows.length > 0 ? toRecord(rows[0]) : undefined;
+}
+
+/**
+ * Replaces the secret of a default token in place, enables it and resets
+ * its expiry to now plus `lifetimeDays`. The id and label stay.
+ */
+export async function replaceSecret(
+  trx: Knex.Transaction,
+  tokenId: string,
+  secret: SecretColumns,
+  lifetimeDays: number,
+): Promise<TokenRecord> {
+  const rows = (await trx(TABLE)
+    .update({
+      ...secretValues(secret),
+      disabled: false,
+      updated_at: trx.fn.now(),
+      expires_at: expiryFromNow(trx, lifetimeDays),
+    })
+    .where({ id: tokenId, kind: "default" })
+    .returning(returningColumns(trx))) as TokenRow[];
+
+  if (rows.length !== 1) {
+    throw new Error(`default token ${tokenId} vanished while locked`);
+  }
+  return toRecord(rows[0]);
+}
+
+/**
+ * Deletes the default token of an owner and returns the row as it was, or
+ * undefined when there was none. User keys are never matched.
+ */
+export async function deleteDefaultToken(
+  trx: Knex.Transaction,
+  owner: TokenOwner,
+): Promise<TokenRecord | undefined> {
+  const rows = (await trx(TABLE)
+    .where({ user_id: owner.userId, org_id: owner.orgId, kind: "default" })
+    .delete()
+    .returning(returningColumns(trx))) as TokenRow[];
+
+  return rows.length > 0 ? toRecord(rows[0]) : undefined;
+}
