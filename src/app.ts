@@ -31,7 +31,7 @@ type ServingStatus = "SERVING" | "NOT_SERVING";
 /** Opens the database, runs migrations and starts the gRPC server. */
 export async function startApp(config: Config, log: Logger): Promise<App> {
   const keys = resolveKeys(config.keys, config.database.dataDir, log);
-  const db = await openDatabase(config.database);
+  const db = await openDatabase(config.database, log);
   const tokens = new DefaultTokens(
     db,
     new SecretCipher(keys.encryptionKey, keys.retiredKeys),

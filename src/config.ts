@@ -154,6 +154,13 @@ export function loadDatabaseOptions(env: Env = process.env): DatabaseOptions {
       1,
       600_000,
     ),
+    statementTimeoutMs: readInteger(
+      env,
+      "STATEMENT_TIMEOUT_MS",
+      5000,
+      1,
+      600_000,
+    ),
   };
 }
 
@@ -169,13 +176,7 @@ export function loadConfig(env: Env = process.env): Config {
     grpcAddress: env.GRPC_ADDRESS || "127.0.0.1:50051",
     database,
     lockTimeoutMs: readInteger(env, "LOCK_TIMEOUT_MS", 2000, 1, 600_000),
-    statementTimeoutMs: readInteger(
-      env,
-      "STATEMENT_TIMEOUT_MS",
-      5000,
-      1,
-      600_000,
-    ),
+    statementTimeoutMs: database.statementTimeoutMs,
     maxRetries: readInteger(env, "TX_MAX_RETRIES", 3, 0, 20),
     tokenLifetimeDays: readInteger(env, "API_KEY_EXPIRY_DAYS", 90, 1, 3650),
     healthCheckIntervalMs: readInteger(

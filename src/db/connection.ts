@@ -2,9 +2,11 @@ import fs from "node:fs";
 import path from "node:path";
 import knex, { type Knex } from "knex";
 import ClientPgLite from "knex-pglite";
+import type { Logger } from "../logger";
+import { describeDatabaseError } from "./errors";
 import { migrationSource } from "./migrations";
 
-/** Where and how to connect. */
+/** Connection settings of the database. */
 export interface DatabaseOptions {
   /** PostgreSQL connection string; unset selects the embedded PGlite. */
   databaseUrl?: string;
@@ -12,6 +14,8 @@ export interface DatabaseOptions {
   dataDir: string;
   poolMax: number;
   connectTimeoutMs: number;
+  /** Default statement_timeout of every connection, in milliseconds. */
+  statementTimeoutMs: number;
 }
 
 /** knex settings for PostgreSQL through pg, or for PGlite in `dataDir`. */
@@ -25,6 +29,9 @@ export function buildKnexConfig(options: DatabaseOptions): Knex.Config {
         connectionString: options.databaseUrl,
         connectionTimeoutMillis: options.connectTimeoutMs,
         application_name: "token-service",
+        // Bounds statements outside transactions, such as the read-only
+        // lookup on the login path; transactions set their own.
+        statement_timeout: options.statementTimeoutMs,
       },
       pool: { min: 0, max: options.poolMax },
       acquireConnectionTimeout: options.connectTimeoutMs,
@@ -43,9 +50,25 @@ export function buildKnexConfig(options: DatabaseOptions): Knex.Config {
   } as Knex.Config;
 }
 
+/** Sends knex's own warnings to the service log instead of the console. */
+function knexLogger(log: Logger): Knex.Config["log"] {
+  return {
+    warn: (message: unknown) =>
+      log.warn({ err: describeDatabaseError(message) }, "knex warning"),
+    error: (message: unknown) =>
+      log.error({ err: describeDatabaseError(message) }, "knex error"),
+    deprecate: (method: string, alternative: string) =>
+      log.warn({ method, alternative }, "knex deprecation"),
+    debug: () => undefined,
+  };
+}
+
 /** Opens the database and brings its schema up to date. */
-export async function openDatabase(options: DatabaseOptions): Promise<Knex> {
-  const db = knex(buildKnexConfig(options));
+export async function openDatabase(
+  options: DatabaseOptions,
+  log: Logger,
+): Promise<Knex> {
+  const db = knex({ ...buildKnexConfig(options), log: knexLogger(log) });
   try {
     await db.migrate.latest();
   } catch (err) {

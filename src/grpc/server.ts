@@ -1,7 +1,9 @@
+import fs from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
+import type * as protoLoader from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
+import descriptor from "protobufjs/ext/descriptor";
 import {
   HealthImplementation,
   protoPath as healthProtoPath,
@@ -18,22 +20,32 @@ export const PROTO_DIR = path.resolve(__dirname, "..", "..", "proto");
 export const TOKEN_SERVICE_NAME = "token.v1.TokenService";
 
 /**
+ * Files of the descriptor sets that `npm run generate` builds with buf. They
+ * hold fully qualified type names and every imported file, the well-known
+ * types included, which grpcurl needs to resolve google.protobuf.Timestamp.
+ * Descriptors that @grpc/proto-loader derives lack both.
+ */
+const DESCRIPTOR_SETS = ["token_service.binpb", "health.binpb"];
+
+/**
  * Loads the descriptors that server reflection serves, so `grpcurl list`
- * and `describe` work with no .proto files at hand.
+ * and `describe` work with no .proto files at hand. ReflectionService reads
+ * only the `fileDescriptorProtos` of each entry, so one entry carries them
+ * all.
  */
 function loadReflectionDescriptors(): protoLoader.PackageDefinition {
-  const healthRoot = path.resolve(path.dirname(healthProtoPath), "..", "..");
-  return protoLoader.loadSync(
-    ["token/v1/token_service.proto", "health/v1/health.proto"],
-    {
-      includeDirs: [PROTO_DIR, healthRoot],
-      keepCase: true,
-      longs: String,
-      enums: String,
-      defaults: true,
-      oneofs: true,
-    },
-  );
+  const files = DESCRIPTOR_SETS.flatMap((name) => {
+    const bytes = fs.readFileSync(path.join(PROTO_DIR, "descriptors", name));
+    const set = descriptor.FileDescriptorSet.decode(bytes) as unknown as {
+      file: object[];
+    };
+    return set.file.map((file) =>
+      descriptor.FileDescriptorProto.encode(file).finish(),
+    );
+  });
+
+  const entry = { fileDescriptorProtos: files };
+  return { descriptors: entry } as unknown as protoLoader.PackageDefinition;
 }
 
 /** The gRPC server with its health service. */

@@ -51,13 +51,25 @@ export function testEnvironment(databaseUrl?: string): Record<string, string> {
   };
 }
 
+/** Options of startTestService beyond the environment. */
+export interface TestServiceOptions {
+  /** Changes the URL the service connects with, to route it via a proxy. */
+  routeDatabaseUrl?: (url: URL) => void;
+}
+
 /** Starts the service on a fresh database; `env` overrides settings. */
 export async function startTestService(
   env: Record<string, string> = {},
+  options: TestServiceOptions = {},
 ): Promise<TestService> {
   const name = `token_service_test_${process.pid}_${randomUUID().slice(0, 8)}`;
   const databaseUrl = await createDatabase(name);
-  const config = loadConfig({ ...testEnvironment(databaseUrl), ...env });
+  const serviceUrl = new URL(databaseUrl);
+  options.routeDatabaseUrl?.(serviceUrl);
+  const config = loadConfig({
+    ...testEnvironment(serviceUrl.toString()),
+    ...env,
+  });
   const logs = new LogCapture();
   const app = await startApp(config, createLogger(config.logLevel, logs));
   const client = new TokenServiceClient(
