@@ -6,6 +6,7 @@ import { createTokenServiceHandlers } from "./grpc/handlers";
 import {
   bindServer,
   createGrpcServer,
+  createServerCredentials,
   TOKEN_SERVICE_NAME,
 } from "./grpc/server";
 import { resolveKeys } from "./keys";
@@ -52,7 +53,11 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   );
   let port: number;
   try {
-    port = await bindServer(server, config.grpcAddress);
+    port = await bindServer(
+      server,
+      config.grpcAddress,
+      createServerCredentials(config.tls),
+    );
   } catch (err) {
     await db.destroy();
     throw err;

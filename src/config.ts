@@ -17,10 +17,20 @@ export interface KeySettings {
   signingSecret?: Buffer;
 }
 
+/** PEM files of the server's TLS identity and of the client CA for mTLS. */
+export interface TlsSettings {
+  certFile: string;
+  keyFile: string;
+  /** CA that client certificates must chain to; unset accepts no-cert TLS. */
+  clientCaFile?: string;
+}
+
 /** Every setting of the service, read once from the environment. */
 export interface Config {
   /** host:port the gRPC server listens on. */
   grpcAddress: string;
+  /** TLS settings; unset serves plaintext, for local use and tests. */
+  tls?: TlsSettings;
   database: DatabaseOptions;
   /** Milliseconds a transaction waits for a row lock before ABORTED. */
   lockTimeoutMs: number;
@@ -141,6 +151,29 @@ function readKeys(env: Env, embedded: boolean): KeySettings {
   return { encryptionKey, retiredKeys, signingSecret };
 }
 
+function readTls(env: Env): TlsSettings | undefined {
+  const certFile = env.GRPC_TLS_CERT_FILE || undefined;
+  const keyFile = env.GRPC_TLS_KEY_FILE || undefined;
+  const clientCaFile = env.GRPC_TLS_CLIENT_CA_FILE || undefined;
+
+  if (!certFile && !keyFile) {
+    if (clientCaFile) {
+      throw new ConfigError(
+        "GRPC_TLS_CLIENT_CA_FILE is set without GRPC_TLS_CERT_FILE and " +
+          "GRPC_TLS_KEY_FILE: set both to serve TLS",
+      );
+    }
+    return undefined;
+  }
+  if (!certFile || !keyFile) {
+    throw new ConfigError(
+      "set both GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE to serve TLS, or " +
+        "neither to serve plaintext",
+    );
+  }
+  return { certFile, keyFile, clientCaFile };
+}
+
 /** Reads the database settings alone, which migrations need. */
 export function loadDatabaseOptions(env: Env = process.env): DatabaseOptions {
   return {
@@ -174,6 +207,7 @@ export function loadConfig(env: Env = process.env): Config {
 
   return {
     grpcAddress: env.GRPC_ADDRESS || "127.0.0.1:50051",
+    tls: readTls(env),
     database,
     lockTimeoutMs: readInteger(env, "LOCK_TIMEOUT_MS", 2000, 1, 600_000),
     statementTimeoutMs: database.statementTimeoutMs,

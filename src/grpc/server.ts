@@ -8,6 +8,7 @@ import {
   HealthImplementation,
   protoPath as healthProtoPath,
 } from "grpc-health-check";
+import type { TlsSettings } from "../config";
 import {
   TokenServiceService,
   type TokenServiceServer,
@@ -75,11 +76,35 @@ export function createGrpcServer(
   return { server, health };
 }
 
+/**
+ * Builds the server credentials: plaintext without TLS settings, TLS with
+ * them, and mutual TLS that requires a client certificate signed by the
+ * client CA when one is set.
+ */
+export function createServerCredentials(
+  tls: TlsSettings | undefined,
+): grpc.ServerCredentials {
+  if (!tls) {
+    return grpc.ServerCredentials.createInsecure();
+  }
+
+  const clientCa = tls.clientCaFile ? fs.readFileSync(tls.clientCaFile) : null;
+  const keyPair = {
+    cert_chain: fs.readFileSync(tls.certFile),
+    private_key: fs.readFileSync(tls.keyFile),
+  };
+  return grpc.ServerCredentials.createSsl(
+    clientCa,
+    [keyPair],
+    clientCa !== null,
+  );
+}
+
 /** Binds the server to host:port and returns the bound port. */
 export function bindServer(
   server: grpc.Server,
   address: string,
-  credentials = grpc.ServerCredentials.createInsecure(),
+  credentials: grpc.ServerCredentials,
 ): Promise<number> {
   return new Promise((resolve, reject) => {
     server.bindAsync(address, credentials, (err, port) => {

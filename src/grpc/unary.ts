@@ -1,7 +1,6 @@
 import { randomUUID } from "node:crypto";
 import {
   type handleUnaryCall,
-  type Metadata,
   type ServerUnaryCall,
   status,
 } from "@grpc/grpc-js";
@@ -53,8 +52,19 @@ function readDeadline(
   return Number.isFinite(epochMs) ? epochMs : undefined;
 }
 
-function readClientService(metadata: Metadata): string {
-  const values = metadata.get(CLIENT_SERVICE_KEY);
+/**
+ * Names the calling service: the common name of its verified client
+ * certificate under mutual TLS, which the caller cannot forge, or else the
+ * `x-client-service` metadata value.
+ */
+function readClientService(call: ServerUnaryCall<unknown, unknown>): string {
+  const certificate = call.getAuthContext().sslPeerCertificate;
+  const commonName = certificate?.subject?.CN;
+  if (typeof commonName === "string" && commonName !== "") {
+    return commonName;
+  }
+
+  const values = call.metadata.get(CLIENT_SERVICE_KEY);
   if (values.length === 0) {
     return "";
   }
@@ -107,10 +117,12 @@ export function unary<Req extends LoggedRequest, Res>(
       requestId: truncate(request.audit?.requestId),
     });
 
+    let clientService: string | undefined;
     const run = async (): Promise<Res> => {
+      clientService = readClientService(call);
       const context: CallContext = {
         rpc,
-        clientService: readClientService(call.metadata),
+        clientService,
         deadline: readDeadline(call),
         signal: controller.signal,
         log: callLog,
@@ -121,7 +133,12 @@ export function unary<Req extends LoggedRequest, Res>(
     const finish = (code: status) => {
       const durationMs = Math.round((performance.now() - startedAt) * 10) / 10;
       callLog.info(
-        { code: status[code], durationMs, peer: call.getPeer() },
+        {
+          code: status[code],
+          durationMs,
+          clientService: truncate(clientService),
+          peer: call.getPeer(),
+        },
         "call finished",
       );
     };
