@@ -29,6 +29,13 @@ export interface App {
 
 type ServingStatus = "SERVING" | "NOT_SERVING";
 
+function describeTls(config: Config): "off" | "server" | "mutual" {
+  if (!config.tls) {
+    return "off";
+  }
+  return config.tls.clientCaFile ? "mutual" : "server";
+}
+
 /** Opens the database, runs migrations and starts the gRPC server. */
 export async function startApp(config: Config, log: Logger): Promise<App> {
   const keys = resolveKeys(config.keys, config.database.dataDir, log);
@@ -96,6 +103,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     {
       address: config.grpcAddress,
       port,
+      tls: describeTls(config),
       database: embedded ? "pglite" : "postgresql",
     },
     "server started",

@@ -35,7 +35,7 @@ function loadDevelopmentKeys(dataDir: string, log: Logger): DevKeysFile {
     encryptionKey: randomBytes(32).toString("base64"),
     signingSecret: randomBytes(32).toString("base64"),
   };
-  fs.mkdirSync(dataDir, { recursive: true });
+  fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   fs.writeFileSync(file, JSON.stringify(keys, null, 2), { mode: 0o600 });
   log.warn(
     { file },

@@ -8,10 +8,7 @@ async function main(): Promise<void> {
     config = loadConfig();
   } catch (err) {
     if (err instanceof ConfigError) {
-      createLogger("info").fatal(
-        { err: { message: err.message } },
-        "invalid configuration",
-      );
+      createLogger("info").fatal(`invalid configuration: ${err.message}`);
       process.exitCode = 2;
       return;
     }

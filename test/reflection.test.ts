@@ -77,15 +77,18 @@ describe("server reflection", () => {
     expect(tokenFile.dependency).to.include("google/protobuf/timestamp.proto");
   });
 
-  it("serves the Timestamp file by name", async () => {
-    const response = await reflect(service.app.port, {
-      fileByFilename: "google/protobuf/timestamp.proto",
-    });
+  for (const filename of [
+    "google/protobuf/timestamp.proto",
+    "grpc/health/v1/health.proto",
+  ]) {
+    it(`serves ${filename} by name`, async () => {
+      const response = await reflect(service.app.port, {
+        fileByFilename: filename,
+      });
 
-    const files = decodeFiles(response);
-    expect(response.errorResponse, "error response").to.equal(undefined);
-    expect(files.map((f) => f.name)).to.include(
-      "google/protobuf/timestamp.proto",
-    );
-  });
+      const files = decodeFiles(response);
+      expect(response.errorResponse, "error response").to.equal(undefined);
+      expect(files.map((f) => f.name)).to.include(filename);
+    });
+  }
 });

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { Metadata, status } from "@grpc/grpc-js";
+import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import {
   type Token,
@@ -384,6 +384,8 @@ describe("TokenService", () => {
       ["zero-width character", { userId: "bo\u200bb" }, "user_id"],
       ["replacement character", { userId: "bob\ufffd" }, "user_id"],
       ["surrounding whitespace", { userId: " bob" }, "user_id"],
+      ["decomposed accent", { userId: "cafe\u0301" }, "user_id"],
+      ["leading combining mark", { userId: "\u0301bob" }, "user_id"],
       ["over-long org_id", { orgId: "o".repeat(256) }, "org_id"],
       ["newline in org_id", { orgId: "org\n1" }, "org_id"],
       [
@@ -409,6 +411,18 @@ describe("TokenService", () => {
           },
         },
         "audit.request_id",
+      ],
+      [
+        "bidirectional override in user_agent",
+        {
+          audit: {
+            requestId: "",
+            actorId: "",
+            clientIp: "",
+            userAgent: "a\u202eb",
+          },
+        },
+        "audit.user_agent",
       ],
       [
         "over-long user_agent",
@@ -460,6 +474,74 @@ describe("TokenService", () => {
 
       expect(err.code).to.equal(status.INVALID_ARGUMENT);
       expect(violatedFields(err)).to.deep.equal(["user_id", "org_id"]);
+    });
+
+    it("reports x-client-service with other fields", async () => {
+      const metadata = new Metadata();
+      metadata.set("x-client-service", "bad name");
+
+      const err = await callError(
+        service.client,
+        service.client.getOrProvision,
+        { ...ownerRequest(), userId: "" },
+        {},
+        metadata,
+      );
+
+      expect(err.code).to.equal(status.INVALID_ARGUMENT);
+      expect(violatedFields(err)).to.deep.equal([
+        "user_id",
+        "x-client-service",
+      ]);
+    });
+
+    for (const [name, bytes, reason] of [
+      ["invalid UTF-8", [0x0a, 0x03, 0x75, 0xff, 0x31], "not valid UTF-8"],
+      ["truncated bytes", [0x0a, 0x05, 0x75], "not a valid protobuf encoding"],
+    ] as const) {
+      it(`rejects ${name} on the wire`, async () => {
+        const err = await new Promise<ServiceError>((resolve) => {
+          service.client.makeUnaryRequest(
+            "/token.v1.TokenService/GetOrProvision",
+            (body: Buffer) => body,
+            (body: Buffer) => body,
+            Buffer.from(bytes),
+            (callErr) => resolve(callErr!),
+          );
+        });
+
+        expect(err, "error").to.not.equal(null);
+        expect(err.code).to.equal(status.INVALID_ARGUMENT);
+        expect(violatedFields(err)).to.deep.equal(["request"]);
+        expect(err.details).to.contain(reason);
+        const logged = service.logs
+          .entries()
+          .filter(
+            (e) => e.msg === "call finished" && e.code === "INVALID_ARGUMENT",
+          );
+        expect(logged.length).to.be.greaterThan(0);
+      });
+    }
+
+    it("rejects an oversized request", async () => {
+      const request = ownerRequest();
+      request.audit.userAgent = "a".repeat(70_000);
+
+      const err = await callError(
+        service.client,
+        service.client.getOrProvision,
+        request,
+      );
+
+      expect(err.code).to.equal(status.RESOURCE_EXHAUSTED);
+      expect(err.details).to.contain("GRPC_MAX_MESSAGE_BYTES");
+      const logged = service.logs
+        .entries()
+        .filter(
+          (e) => e.msg === "call finished" && e.code === "RESOURCE_EXHAUSTED",
+        );
+      expect(logged).to.have.length(1);
+      expect(await tokensOf(service.db, request.userId)).to.have.length(0);
     });
 
     it("rejects a malformed x-client-service", async () => {

@@ -39,8 +39,11 @@ export function buildKnexConfig(options: DatabaseOptions): Knex.Config {
     };
   }
 
+  // The data folder holds the database and the development keys, so only
+  // the service's user may enter it, whatever modes PGlite gives its files.
   const filename = path.join(options.dataDir, "pglite");
-  fs.mkdirSync(filename, { recursive: true });
+  fs.mkdirSync(filename, { recursive: true, mode: 0o700 });
+  fs.chmodSync(options.dataDir, 0o700);
   return {
     client: ClientPgLite,
     dialect: "postgres",
@@ -50,13 +53,35 @@ export function buildKnexConfig(options: DatabaseOptions): Knex.Config {
   } as Knex.Config;
 }
 
-/** Sends knex's own warnings to the service log instead of the console. */
+/** Shortest time between two log lines of the same knex message. */
+const REPEAT_INTERVAL_MS = 60_000;
+
+/**
+ * Sends knex's own warnings to the service log instead of the console. While
+ * the database is down, knex repeats the same warning on every connection
+ * attempt, so each distinct message is logged at most once a minute, with
+ * the number of repeats held back since its last line.
+ */
 function knexLogger(log: Logger): Knex.Config["log"] {
+  const lastLogged = new Map<string, { at: number; repeats: number }>();
+
+  const write = (level: "warn" | "error", message: unknown) => {
+    const err = describeDatabaseError(message);
+    const key = `${level} ${String(err.message)}`;
+    const now = Date.now();
+    const last = lastLogged.get(key);
+    if (last && now - last.at < REPEAT_INTERVAL_MS) {
+      last.repeats += 1;
+      return;
+    }
+
+    lastLogged.set(key, { at: now, repeats: 0 });
+    log[level]({ err, repeats: last?.repeats ?? 0 }, `knex ${level}`);
+  };
+
   return {
-    warn: (message: unknown) =>
-      log.warn({ err: describeDatabaseError(message) }, "knex warning"),
-    error: (message: unknown) =>
-      log.error({ err: describeDatabaseError(message) }, "knex error"),
+    warn: (message: unknown) => write("warn", message),
+    error: (message: unknown) => write("error", message),
     deprecate: (method: string, alternative: string) =>
       log.warn({ method, alternative }, "knex deprecation"),
     debug: () => undefined,

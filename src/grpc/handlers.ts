@@ -29,6 +29,9 @@ function parseRequest(
   const validator = new RequestValidator();
   const owner = validateOwner(validator, message);
   const audit = validateAudit(validator, message.audit);
+  if (context.clientServiceViolation) {
+    validator.violations.push(context.clientServiceViolation);
+  }
   validator.throwIfInvalid();
 
   return {

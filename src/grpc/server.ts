@@ -9,6 +9,7 @@ import {
   protoPath as healthProtoPath,
 } from "grpc-health-check";
 import type { TlsSettings } from "../config";
+import { withStrictDecoding } from "./decoding";
 import {
   TokenServiceService,
   type TokenServiceServer,
@@ -16,6 +17,9 @@ import {
 
 /** Folder of the service's .proto files, beside src/ and dist/. */
 export const PROTO_DIR = path.resolve(__dirname, "..", "..", "proto");
+
+/** grpc-js's own default message limit, which the server keeps as a cap. */
+const TRANSPORT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
 /** Full name of the service, as health checks and reflection know it. */
 export const TOKEN_SERVICE_NAME = "token.v1.TokenService";
@@ -29,6 +33,15 @@ export const TOKEN_SERVICE_NAME = "token.v1.TokenService";
 const DESCRIPTOR_SETS = ["token_service.binpb", "health.binpb"];
 
 /**
+ * grpc-health-check ships health.proto as `health/v1/health.proto`; clients
+ * ask reflection for its standard name. No other file imports it, so the
+ * rename breaks no dependency.
+ */
+const FILE_RENAMES: Record<string, string> = {
+  "health/v1/health.proto": "grpc/health/v1/health.proto",
+};
+
+/**
  * Loads the descriptors that server reflection serves, so `grpcurl list`
  * and `describe` work with no .proto files at hand. ReflectionService reads
  * only the `fileDescriptorProtos` of each entry, so one entry carries them
@@ -38,11 +51,12 @@ function loadReflectionDescriptors(): protoLoader.PackageDefinition {
   const files = DESCRIPTOR_SETS.flatMap((name) => {
     const bytes = fs.readFileSync(path.join(PROTO_DIR, "descriptors", name));
     const set = descriptor.FileDescriptorSet.decode(bytes) as unknown as {
-      file: object[];
+      file: { name: string }[];
     };
-    return set.file.map((file) =>
-      descriptor.FileDescriptorProto.encode(file).finish(),
-    );
+    return set.file.map((file) => {
+      file.name = FILE_RENAMES[file.name] ?? file.name;
+      return descriptor.FileDescriptorProto.encode(file).finish();
+    });
   });
 
   const entry = { fileDescriptorProtos: files };
@@ -60,11 +74,23 @@ export function createGrpcServer(
   handlers: TokenServiceServer,
   maxMessageBytes: number,
 ): GrpcServer {
+  // grpc-js rejects a message over its own limit before any handler or log
+  // sees it, so its limit only caps memory. The deserializer enforces
+  // maxMessageBytes with a clear message and a log line.
   const server = new grpc.Server({
-    "grpc.max_receive_message_length": maxMessageBytes,
-    "grpc.max_send_message_length": maxMessageBytes,
+    "grpc.max_receive_message_length": Math.max(
+      maxMessageBytes,
+      TRANSPORT_MAX_MESSAGE_BYTES,
+    ),
+    "grpc.max_send_message_length": Math.max(
+      maxMessageBytes,
+      TRANSPORT_MAX_MESSAGE_BYTES,
+    ),
   });
-  server.addService(TokenServiceService, handlers);
+  server.addService(
+    withStrictDecoding(TokenServiceService, maxMessageBytes),
+    handlers,
+  );
 
   const health = new HealthImplementation({
     "": "NOT_SERVING",

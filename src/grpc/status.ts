@@ -12,6 +12,7 @@ import {
   DefaultTokenExistsError,
   DefaultTokenNotFoundError,
   InvalidArgumentError,
+  RequestTooLargeError,
   TransactionAbortedError,
 } from "../tokens/errors";
 
@@ -79,6 +80,7 @@ export function statusOf(err: unknown): CallStatus | undefined {
     [TransactionAbortedError, status.ABORTED],
     [DatabaseUnavailableError, status.UNAVAILABLE],
     [DeadlineExceededError, status.DEADLINE_EXCEEDED],
+    [RequestTooLargeError, status.RESOURCE_EXHAUSTED],
   ];
   for (const [type, code] of simple) {
     if (err instanceof type) {

@@ -7,7 +7,12 @@ import {
 import { describeDatabaseError, errorCode } from "../db/errors";
 import type { CallScope } from "../db/transaction";
 import type { Logger } from "../logger";
-import { InvalidArgumentError } from "../tokens/errors";
+import {
+  type FieldViolation,
+  InvalidArgumentError,
+  RequestTooLargeError,
+} from "../tokens/errors";
+import { MalformedRequest } from "./decoding";
 import { type CallStatus, statusOf, toServiceError } from "./status";
 
 /** Metadata key in which the calling service names itself. */
@@ -24,6 +29,8 @@ export interface CallContext extends CallScope {
   rpc: string;
   /** The calling service, or empty when it did not name itself. */
   clientService: string;
+  /** Why the `x-client-service` value was rejected, if it was. */
+  clientServiceViolation?: FieldViolation;
 }
 
 /** Request fields copied into the call's log line. */
@@ -55,32 +62,55 @@ function readDeadline(
 /**
  * Names the calling service: the common name of its verified client
  * certificate under mutual TLS, which the caller cannot forge, or else the
- * `x-client-service` metadata value.
+ * optional `x-client-service` metadata value. A malformed value comes back
+ * as a violation, which the handler reports with the request's own.
  */
-function readClientService(call: ServerUnaryCall<unknown, unknown>): string {
+function readClientService(call: ServerUnaryCall<unknown, unknown>): {
+  clientService: string;
+  violation?: FieldViolation;
+} {
   const certificate = call.getAuthContext().sslPeerCertificate;
   const commonName = certificate?.subject?.CN;
   if (typeof commonName === "string" && commonName !== "") {
-    return commonName;
+    return { clientService: commonName };
   }
 
   const values = call.metadata.get(CLIENT_SERVICE_KEY);
-  if (values.length === 0) {
-    return "";
+  const value = values.length > 0 ? String(values[0]) : "";
+  if (
+    values.length > 1 ||
+    (value !== "" && !CLIENT_SERVICE_PATTERN.test(value))
+  ) {
+    const violation = {
+      field: CLIENT_SERVICE_KEY,
+      description:
+        `metadata ${CLIENT_SERVICE_KEY} must be one name of 1 to 128 ` +
+        `letters, digits or . _ : / @ -`,
+    };
+    return { clientService: "", violation };
   }
+  return { clientService: value };
+}
 
-  const value = String(values[0]);
-  if (values.length > 1 || !CLIENT_SERVICE_PATTERN.test(value)) {
-    throw new InvalidArgumentError([
-      {
-        field: CLIENT_SERVICE_KEY,
-        description:
-          `metadata ${CLIENT_SERVICE_KEY} must be one name of 1 to 128 ` +
-          `letters, digits or . _ : / @ -`,
-      },
-    ]);
+/**
+ * @throws RequestTooLargeError or InvalidArgumentError when the request
+ *   bytes were rejected by the deserializer.
+ */
+function throwIfMalformed(request: unknown, rpc: string): void {
+  if (!(request instanceof MalformedRequest)) {
+    return;
   }
-  return value;
+  if (request.oversized) {
+    throw new RequestTooLargeError(`${request.reason}; send a smaller request`);
+  }
+  throw new InvalidArgumentError([
+    {
+      field: "request",
+      description:
+        `request is not a valid ${rpc}Request: ${request.reason}; send ` +
+        `a message encoded from token/v1/token_service.proto`,
+    },
+  ]);
 }
 
 function describeError(err: unknown): Record<string, unknown> {
@@ -119,10 +149,13 @@ export function unary<Req extends LoggedRequest, Res>(
 
     let clientService: string | undefined;
     const run = async (): Promise<Res> => {
-      clientService = readClientService(call);
+      throwIfMalformed(request, rpc);
+      const caller = readClientService(call);
+      clientService = caller.clientService;
       const context: CallContext = {
         rpc,
         clientService,
+        clientServiceViolation: caller.violation,
         deadline: readDeadline(call),
         signal: controller.signal,
         log: callLog,

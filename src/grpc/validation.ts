@@ -11,24 +11,21 @@ const MAX_USER_AGENT_LENGTH = 1024;
 const MAX_CLIENT_IP_LENGTH = 64;
 
 // Control, format (zero-width and bidirectional marks), surrogate, private
-// use, line and paragraph separator characters, and U+FFFD, which the
-// protobuf decoder puts in place of invalid UTF-8.
-const FORBIDDEN_IN_ID = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Zl}\p{Zp}\uFFFD]/u;
-const FORBIDDEN_IN_TEXT = /[\p{Cc}\p{Cs}\uFFFD]/u;
-
-function describeCharacter(text: string, pattern: RegExp): string {
-  const chars = [...text];
-  const index = chars.findIndex((char) => pattern.test(char));
-  const codePoint = chars[index].codePointAt(0) ?? 0;
-  const hex = codePoint.toString(16).toUpperCase().padStart(4, "0");
-  return `U+${hex} at character ${index + 1}`;
-}
+// use, line and paragraph separator characters, and U+FFFD. Any of them
+// would let a stored id or audit field display as something else.
+const FORBIDDEN_CHARACTER = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Zl}\p{Zp}\uFFFD]/u;
+const LEADING_COMBINING_MARK = /^\p{M}/u;
 
 /** Collects the violations of one request before any database work. */
 export class RequestValidator {
   readonly violations: FieldViolation[] = [];
 
-  /** Checks an identifier: length bounds and no invisible characters. */
+  /**
+   * Checks an identifier: length bounds, no control or invisible
+   * characters, Unicode NFC form and no surrounding whitespace. NFC is
+   * required rather than applied, so that two spellings of one name can
+   * never own two tokens and the stored id is the one the caller sent.
+   */
   identifier(field: string, value: string, minLength: number): string {
     const length = [...value].length;
     if (length < minLength) {
@@ -39,19 +36,23 @@ export class RequestValidator {
         `${field} is ${length} characters long; the maximum is ` +
           `${MAX_ID_LENGTH}`,
       );
-    } else if (FORBIDDEN_IN_ID.test(value)) {
-      this.add(
-        field,
-        `${field} contains a control or invisible character ` +
-          `(${describeCharacter(value, FORBIDDEN_IN_ID)}); remove it`,
-      );
-    } else if (value.trim() !== value) {
-      this.add(field, `${field} has leading or trailing whitespace; trim it`);
+    } else if (this.checkCharacters(field, value)) {
+      if (value.normalize("NFC") !== value) {
+        this.add(
+          field,
+          `${field} is not in Unicode normalization form C; normalize it ` +
+            `with NFC before sending`,
+        );
+      } else if (LEADING_COMBINING_MARK.test(value)) {
+        this.add(field, `${field} starts with a combining mark; remove it`);
+      } else if (value.trim() !== value) {
+        this.add(field, `${field} has leading or trailing whitespace; trim it`);
+      }
     }
     return value;
   }
 
-  /** Checks free text: a maximum length and no control characters. */
+  /** Checks free text: a maximum length, no control or invisible characters. */
   text(field: string, value: string, maxLength: number): string {
     const length = [...value].length;
     if (length > maxLength) {
@@ -59,12 +60,8 @@ export class RequestValidator {
         field,
         `${field} is ${length} characters long; the maximum is ${maxLength}`,
       );
-    } else if (FORBIDDEN_IN_TEXT.test(value)) {
-      this.add(
-        field,
-        `${field} contains a control character ` +
-          `(${describeCharacter(value, FORBIDDEN_IN_TEXT)}); remove it`,
-      );
+    } else {
+      this.checkCharacters(field, value);
     }
     return value;
   }
@@ -82,6 +79,24 @@ export class RequestValidator {
       );
     }
     return value;
+  }
+
+  /** Returns whether `value` is free of forbidden characters; adds a violation if not. */
+  private checkCharacters(field: string, value: string): boolean {
+    const chars = [...value];
+    const index = chars.findIndex((char) => FORBIDDEN_CHARACTER.test(char));
+    if (index < 0) {
+      return true;
+    }
+
+    const codePoint = chars[index].codePointAt(0) ?? 0;
+    const hex = codePoint.toString(16).toUpperCase().padStart(4, "0");
+    this.add(
+      field,
+      `${field} contains a control or invisible character (U+${hex} at ` +
+        `character ${index + 1}); remove it`,
+    );
+    return false;
   }
 
   add(field: string, description: string): void {

@@ -14,7 +14,7 @@ export class InvalidArgumentError extends TokenServiceError {
   override name = "InvalidArgumentError";
 
   constructor(readonly violations: FieldViolation[]) {
-    super(violations.map((v) => `${v.field}: ${v.description}`).join("; "));
+    super(violations.map((v) => v.description).join("; "));
   }
 }
 
@@ -55,4 +55,9 @@ export class DatabaseUnavailableError extends TokenServiceError {
 /** The call's deadline passed or the client cancelled it. */
 export class DeadlineExceededError extends TokenServiceError {
   override name = "DeadlineExceededError";
+}
+
+/** The request message is larger than the configured maximum. */
+export class RequestTooLargeError extends TokenServiceError {
+  override name = "RequestTooLargeError";
 }

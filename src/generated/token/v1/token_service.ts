@@ -1518,11 +1518,15 @@ export const DeleteResponse: MessageFns<DeleteResponse> = {
  * as a google.rpc.Status in the `grpc-status-details-bin` trailer. ABORTED
  * means a lock wait timed out or a conflict outlasted the retries, and
  * UNAVAILABLE means the database could not be reached: the caller may retry
- * both. A call whose deadline passes ends as DEADLINE_EXCEEDED and commits
- * nothing.
+ * both. When the server ends a call as DEADLINE_EXCEEDED, it committed
+ * nothing. A deadline that expires on the client while the server commits
+ * leaves the outcome unknown, so the change may have been made.
+ * GetOrProvision and Delete with `allow_missing` are safe to retry as they
+ * are.
  *
- * The calling service names itself in the `x-client-service` metadata key
- * (or through its mTLS certificate), and the name is stored in audit events.
+ * The calling service may name itself in the optional `x-client-service`
+ * metadata key; under mutual TLS the common name of its client certificate
+ * takes its place. The name is stored in audit events.
  */
 export type TokenServiceService = typeof TokenServiceService;
 export const TokenServiceService = {
