@@ -1,0 +1,86 @@
+import fs from "node:fs";
+import path from "node:path";
+
+/** Settings of the example gateway, read from the environment. */
+export interface GatewayConfig {
+  serviceAddress: string;
+  serviceTimeoutMs: number;
+  clientService: string;
+  signingSecret: Buffer;
+  host: string;
+  port: number;
+  trustedProxyHops: number;
+  logLevel: string;
+}
+
+type Env = Record<string, string | undefined>;
+
+function readInteger(
+  env: Env,
+  name: string,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") {
+    return fallback;
+  }
+
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new Error(
+      `${name}=${JSON.stringify(raw)} is invalid: set a whole number from ` +
+        `${min} to ${max}, or unset it for the default ${fallback}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Reads the signing secret as the service does: TOKEN_SIGNING_SECRET as
+ * UTF-8, or else the base64 development key that the service writes to
+ * DATA_DIR/dev-keys.json in embedded mode.
+ */
+function readSigningSecret(env: Env): Buffer {
+  if (env.TOKEN_SIGNING_SECRET) {
+    return Buffer.from(env.TOKEN_SIGNING_SECRET, "utf8");
+  }
+
+  const file = path.resolve(env.DATA_DIR || "data", "dev-keys.json");
+  if (!fs.existsSync(file)) {
+    throw new Error(
+      "TOKEN_SIGNING_SECRET is missing: set it to the token service's " +
+        `signing secret, or start the service in embedded mode first so ` +
+        `that ${file} exists`,
+    );
+  }
+  const keys = JSON.parse(fs.readFileSync(file, "utf8")) as {
+    signingSecret: string;
+  };
+  return Buffer.from(keys.signingSecret, "base64");
+}
+
+/**
+ * Reads and validates the gateway's settings.
+ *
+ * @throws Error naming the variable to fix.
+ */
+export function loadGatewayConfig(env: Env = process.env): GatewayConfig {
+  return {
+    serviceAddress: env.TOKEN_SERVICE_ADDRESS || "127.0.0.1:50051",
+    serviceTimeoutMs: readInteger(
+      env,
+      "TOKEN_SERVICE_TIMEOUT_MS",
+      2000,
+      1,
+      600_000,
+    ),
+    clientService: env.GATEWAY_CLIENT_SERVICE || "example-gateway",
+    signingSecret: readSigningSecret(env),
+    host: env.GATEWAY_HOST || "127.0.0.1",
+    port: readInteger(env, "GATEWAY_PORT", 8080, 0, 65_535),
+    trustedProxyHops: readInteger(env, "GATEWAY_TRUSTED_PROXY_HOPS", 0, 0, 10),
+    logLevel: env.LOG_LEVEL || "info",
+  };
+}
