@@ -1,5 +1,4 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { createServer } from "node:net";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import {
@@ -25,6 +24,7 @@ import {
 } from "../src/generated/token/v1/token_service";
 import { createLogger } from "../src/logger";
 import { signSecret } from "../src/tokens/secret";
+import { freePort } from "./support/ports";
 import { eventsOf } from "./support/assertions";
 import { insertToken } from "./support/rows";
 import {
@@ -36,18 +36,6 @@ import {
 
 /** Lock wait the service allows before ABORTED, in milliseconds. */
 const LOCK_TIMEOUT_MS = 400;
-
-/** Returns a local port that nothing listens on right now. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  if (address === null || typeof address === "string") {
-    throw new Error("the probe server reported no port");
-  }
-  return address.port;
-}
 
 /** Awaits a call that must fail and returns its error. */
 async function rejection(promise: Promise<unknown>): Promise<unknown> {

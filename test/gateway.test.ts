@@ -1,5 +1,4 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { createServer } from "node:net";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import pino from "pino";
@@ -18,6 +17,7 @@ import {
 } from "../src/client";
 import { hashSecret } from "../src/tokens/secret";
 import { eventsOf, tokensOf } from "./support/assertions";
+import { freePort } from "./support/ports";
 import {
   LogCapture,
   startTestService,
@@ -41,18 +41,6 @@ interface RequestOptions {
   headers?: Record<string, string>;
   /** A value to send as JSON, or a string to send as it is. */
   body?: unknown;
-}
-
-/** Returns a local port that nothing listens on right now. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  if (address === null || typeof address === "string") {
-    throw new Error("the probe server reported no port");
-  }
-  return address.port;
 }
 
 describe("example gateway", () => {

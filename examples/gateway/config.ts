@@ -1,5 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
+import { type Env, readInteger } from "../../src/config";
 
 /** Settings of the example gateway, read from the environment. */
 export interface GatewayConfig {
@@ -11,30 +12,6 @@ export interface GatewayConfig {
   port: number;
   trustedProxyHops: number;
   logLevel: string;
-}
-
-type Env = Record<string, string | undefined>;
-
-function readInteger(
-  env: Env,
-  name: string,
-  fallback: number,
-  min: number,
-  max: number,
-): number {
-  const raw = env[name];
-  if (raw === undefined || raw === "") {
-    return fallback;
-  }
-
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new Error(
-      `${name}=${JSON.stringify(raw)} is invalid: set a whole number from ` +
-        `${min} to ${max}, or unset it for the default ${fallback}`,
-    );
-  }
-  return value;
 }
 
 /**

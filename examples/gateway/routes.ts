@@ -32,23 +32,28 @@ function tokenJson(token: Token | undefined): unknown {
   return token ? Token.toJSON(token) : null;
 }
 
-/** POST /login: returns the valid default token, provisioning one. */
-export const login: Route = async (context) => {
-  const { token, provisioned } = await context.client.getOrProvision({
+/** Returns the request fields shared by the default-token RPCs. */
+function ownerRequest(context: RouteContext) {
+  return {
     userId: context.userId,
     orgId: context.orgId,
     audit: context.audit,
-  });
+  };
+}
+
+/** POST /login: returns the valid default token, provisioning one. */
+export const login: Route = async (context) => {
+  const { token, provisioned } = await context.client.getOrProvision(
+    ownerRequest(context),
+  );
   return { status: 200, body: { token: tokenJson(token), provisioned } };
 };
 
 /** POST /token/generate: gives the default token a new secret. */
 export const generateToken: Route = async (context) => {
-  const { token, created } = await context.client.regenerate({
-    userId: context.userId,
-    orgId: context.orgId,
-    audit: context.audit,
-  });
+  const { token, created } = await context.client.regenerate(
+    ownerRequest(context),
+  );
   return { status: 200, body: { token: tokenJson(token), created } };
 };
 
@@ -93,12 +98,9 @@ async function currentToken(context: RouteContext): Promise<Token | undefined> {
  */
 export const updateProfile: Route = async (context) => {
   const submitted = submittedToken(context.body);
-  const owner = { userId: context.userId, orgId: context.orgId };
-
   if (submitted === "") {
     const { token } = await context.client.delete({
-      ...owner,
-      audit: context.audit,
+      ...ownerRequest(context),
       allowMissing: true,
     });
     const action = token ? "deleted" : "unchanged";
@@ -118,10 +120,7 @@ export const updateProfile: Route = async (context) => {
     };
   }
 
-  const { token } = await context.client.regenerate({
-    ...owner,
-    audit: context.audit,
-  });
+  const { token } = await context.client.regenerate(ownerRequest(context));
   return {
     status: 200,
     body: { action: "regenerated", token: tokenJson(token) },

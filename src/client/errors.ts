@@ -39,15 +39,30 @@ export class TokenServiceError extends Error {
   }
 }
 
+/**
+ * Creates the base class of the errors for one status code. Its
+ * constructor takes what every typed error needs: the RPC name, the status
+ * message and the trailers.
+ */
+function errorWithCode(code: status) {
+  return class extends TokenServiceError {
+    constructor(method: string, details: string, metadata?: Metadata) {
+      super(code, method, details, metadata);
+    }
+  };
+}
+
 /** INVALID_ARGUMENT: the request was malformed and nothing was changed. */
-export class InvalidArgumentError extends TokenServiceError {
+export class InvalidArgumentError extends errorWithCode(
+  status.INVALID_ARGUMENT,
+) {
   override name = "InvalidArgumentError";
 
   /** Every invalid field the service named, in its order. */
   readonly fieldViolations: FieldViolation[];
 
   constructor(method: string, details: string, metadata?: Metadata) {
-    super(status.INVALID_ARGUMENT, method, details, metadata);
+    super(method, details, metadata);
     const badRequest = findDetail(
       metadata,
       "google.rpc.BadRequest",
@@ -61,14 +76,14 @@ export class InvalidArgumentError extends TokenServiceError {
 }
 
 /** ALREADY_EXISTS: CreateDefault found a default token in place. */
-export class AlreadyExistsError extends TokenServiceError {
+export class AlreadyExistsError extends errorWithCode(status.ALREADY_EXISTS) {
   override name = "AlreadyExistsError";
 
   /** Id of the existing token, or undefined when the service sent none. */
   readonly tokenId: string | undefined;
 
   constructor(method: string, details: string, metadata?: Metadata) {
-    super(status.ALREADY_EXISTS, method, details, metadata);
+    super(method, details, metadata);
     const resource = findDetail(
       metadata,
       "google.rpc.ResourceInfo",
@@ -81,60 +96,42 @@ export class AlreadyExistsError extends TokenServiceError {
 }
 
 /** NOT_FOUND: there is no default token for the user and organization. */
-export class NotFoundError extends TokenServiceError {
+export class NotFoundError extends errorWithCode(status.NOT_FOUND) {
   override name = "NotFoundError";
-
-  constructor(method: string, details: string, metadata?: Metadata) {
-    super(status.NOT_FOUND, method, details, metadata);
-  }
 }
 
 /**
  * ABORTED: a lock wait timed out or a conflict outlasted the service's own
  * retries. Nothing was committed and the caller may retry later.
  */
-export class AbortedError extends TokenServiceError {
+export class AbortedError extends errorWithCode(status.ABORTED) {
   override name = "AbortedError";
-
-  constructor(method: string, details: string, metadata?: Metadata) {
-    super(status.ABORTED, method, details, metadata);
-  }
 }
 
 /**
  * UNAVAILABLE: the service or its database could not be reached, after the
  * client's own retries.
  */
-export class UnavailableError extends TokenServiceError {
+export class UnavailableError extends errorWithCode(status.UNAVAILABLE) {
   override name = "UnavailableError";
-
-  constructor(method: string, details: string, metadata?: Metadata) {
-    super(status.UNAVAILABLE, method, details, metadata);
-  }
 }
 
 /**
  * DEADLINE_EXCEEDED: the call's deadline passed. The service commits
  * nothing for a call whose deadline passed before the commit.
  */
-export class DeadlineExceededError extends TokenServiceError {
+export class DeadlineExceededError extends errorWithCode(
+  status.DEADLINE_EXCEEDED,
+) {
   override name = "DeadlineExceededError";
-
-  constructor(method: string, details: string, metadata?: Metadata) {
-    super(status.DEADLINE_EXCEEDED, method, details, metadata);
-  }
 }
 
 /**
  * INTERNAL: the service failed in an unexpected way. Its message carries an
  * error id that the service logged with the cause.
  */
-export class InternalError extends TokenServiceError {
+export class InternalError extends errorWithCode(status.INTERNAL) {
   override name = "InternalError";
-
-  constructor(method: string, details: string, metadata?: Metadata) {
-    super(status.INTERNAL, method, details, metadata);
-  }
 }
 
 type ErrorConstructor = new (
