@@ -129,7 +129,7 @@ describe("example gateway", () => {
     return `user-${randomUUID()}`;
   }
 
-  /** Whether the service implements GetDefault, which PUT /profile needs. */
+  /** Checks that the service implements GetDefault, which PUT /profile needs. */
   async function serviceHasGetDefault(): Promise<boolean> {
     try {
       await clients[0].getDefault({ userId: newUser(), orgId: "" });

@@ -13,7 +13,7 @@ export const STATUS_DETAILS_KEY = "grpc-status-details-bin";
 export interface FieldViolation {
   /** Path of the field in the request, such as `audit.client_ip`. */
   field: string;
-  /** What is wrong and how to fix it, as the service wrote it. */
+  /** Description of the problem and its fix, in the service's words. */
   description: string;
 }
 
