@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { status } from "@grpc/grpc-js";
+import { ServerCredentials, status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import {
   AbortedError,
@@ -22,11 +22,14 @@ import {
   CreateDefaultRequest,
   CreateDefaultResponse,
 } from "../src/generated/token/v1/token_service";
+import { createTokenServiceHandlers } from "../src/grpc/handlers";
+import { bindServer, createGrpcServer } from "../src/grpc/server";
 import { createLogger } from "../src/logger";
 import { signSecret } from "../src/tokens/secret";
 import { freePort } from "./support/ports";
 import { eventsOf } from "./support/assertions";
 import { insertToken } from "./support/rows";
+import { makeCertificate } from "./support/tls";
 import {
   LogCapture,
   ownerRequest,
@@ -55,12 +58,12 @@ function retriesIn(logs: LogCapture): number {
     .length;
 }
 
-/** Counts the service's call lines for one RPC and request id. */
-function serverCalls(
+/** Returns the service's call lines for one RPC and request id. */
+function serverCallLines(
   service: TestService,
   rpc: string,
   requestId: string,
-): number {
+): Record<string, unknown>[] {
   return service.logs
     .entries()
     .filter(
@@ -68,7 +71,28 @@ function serverCalls(
         entry.msg === "call finished" &&
         entry.rpc === rpc &&
         entry.requestId === requestId,
-    ).length;
+    );
+}
+
+/**
+ * Waits up to `timeoutMs` for the service's call line of one RPC and
+ * request id, and returns its status code name.
+ */
+async function serverCode(
+  service: TestService,
+  rpc: string,
+  requestId: string,
+  timeoutMs = 2000,
+): Promise<unknown> {
+  const giveUpAt = Date.now() + timeoutMs;
+  while (Date.now() < giveUpAt) {
+    const [line] = serverCallLines(service, rpc, requestId);
+    if (line) {
+      return line.code;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`the service logged no ${rpc} call for ${requestId}`);
 }
 
 describe("createTokenServiceClient", () => {
@@ -219,7 +243,7 @@ describe("createTokenServiceClient", () => {
       expect(err).to.be.instanceOf(AbortedError);
       expect((err as AbortedError).code).to.equal(status.ABORTED);
       expect(
-        serverCalls(service, "Regenerate", request.audit.requestId),
+        serverCallLines(service, "Regenerate", request.audit.requestId).length,
       ).to.equal(1);
     });
 
@@ -275,6 +299,14 @@ describe("createTokenServiceClient", () => {
         status.DEADLINE_EXCEEDED,
       );
       expect(elapsedMs).to.be.lessThan(LOCK_TIMEOUT_MS);
+      // The service saw the deadline too: it stopped waiting for the lock
+      // before its own lock_timeout and committed nothing.
+      const code = await serverCode(
+        service,
+        "Regenerate",
+        request.audit.requestId,
+      );
+      expect(code).to.equal("DEADLINE_EXCEEDED");
       const actions = (await eventsOf(service.db, request.userId)).map(
         (event) => event.action,
       );
@@ -385,8 +417,47 @@ describe("createTokenServiceClient", () => {
 
       expect(retriesIn(logs)).to.equal(0);
       expect(
-        serverCalls(service, "Regenerate", request.audit.requestId),
+        serverCallLines(service, "Regenerate", request.audit.requestId).length,
       ).to.equal(1);
+    });
+  });
+
+  describe("tls", () => {
+    it("calls a TLS server that chains to rootCerts", async function () {
+      const certificate = makeCertificate();
+      if (!certificate) {
+        // NOTE: the TLS path is untested where openssl is not installed.
+        this.skip();
+      }
+      // The running service's own handlers, behind a TLS listener.
+      const { server } = createGrpcServer(
+        createTokenServiceHandlers(service.app.tokens, createLogger("silent")),
+        64 * 1024,
+      );
+      const credentials = ServerCredentials.createSsl(null, [
+        { private_key: certificate.key, cert_chain: certificate.cert },
+      ]);
+      const port = await bindServer(server, "127.0.0.1:0", credentials);
+      try {
+        const secure = connectTo(`127.0.0.1:${port}`, {
+          tls: { rootCerts: certificate.cert },
+          // Node.js deprecates an IP address as the TLS server name
+          // (DEP0123), so the client sends the certificate's host name.
+          channelOptions: { "grpc.ssl_target_name_override": "localhost" },
+        });
+        const plain = connectTo(`127.0.0.1:${port}`, {
+          retry: { maxAttempts: 1 },
+        });
+        const request = ownerRequest();
+
+        const response = await secure.getOrProvision(request);
+        const err = await rejection(plain.getOrProvision(ownerRequest()));
+
+        expect(response.provisioned).to.equal(true);
+        expect(err).to.be.instanceOf(UnavailableError);
+      } finally {
+        server.forceShutdown();
+      }
     });
   });
 
