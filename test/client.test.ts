@@ -329,7 +329,7 @@ describe("createTokenServiceClient", () => {
 
     it("rejects a non-positive timeout", async () => {
       const err = await rejection(
-        (async () => client.regenerate(ownerRequest(), { timeoutMs: 0 }))(),
+        client.regenerate(ownerRequest(), { timeoutMs: 0 }),
       );
 
       expect(err).to.be.instanceOf(RangeError);

@@ -480,6 +480,14 @@ describe("example gateway", () => {
       }
     });
 
+    it("leave out the query string", async () => {
+      const secret = `vtk_${randomBytes(32).toString("base64url")}`;
+
+      await send("POST", `/login?token=${secret}`, { userId: newUser() });
+
+      expect(gatewayLogs.lines.join("\n")).to.not.contain(secret);
+    });
+
     it("have one line per request", () => {
       const finished = gatewayLogs
         .entries()

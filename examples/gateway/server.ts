@@ -56,8 +56,13 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
+/** Returns the path of a request URL without its query string. */
+function pathOf(request: IncomingMessage): string {
+  return new URL(request.url ?? "/", "http://gateway").pathname;
+}
+
 function findRoute(request: IncomingMessage): Route {
-  const path = new URL(request.url ?? "/", "http://gateway").pathname;
+  const path = pathOf(request);
   const methods = ROUTES[path];
   if (!methods) {
     throw new HttpError(404, "NOT_FOUND", `no route for ${path}`);
@@ -131,7 +136,8 @@ function createHandler(options: GatewayOptions) {
     const requestLog = options.log.child({
       requestId: id,
       method: request.method,
-      path: request.url,
+      // The query string is left out, because a client may put a token there.
+      path: pathOf(request),
     });
     const finish = (status: number, extra: Record<string, unknown> = {}) => {
       const durationMs = Math.round((performance.now() - startedAt) * 10) / 10;

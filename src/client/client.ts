@@ -104,8 +104,8 @@ export type TokenServiceMethods = {
 };
 
 /**
- * A TokenService client with promise-based methods. Every method rejects
- * with a TokenServiceError subclass.
+ * A TokenService client with promise-based methods. A call that ends with a
+ * status other than OK rejects with a TokenServiceError or a subclass.
  */
 export interface TypedTokenServiceClient extends TokenServiceMethods {
   /** Closes the channel, after which every call fails. */
@@ -185,7 +185,8 @@ export function createTokenServiceClient(
     options.channelOptions,
   );
 
-  const invoke = <Req, Res>(
+  // Async, so that an invalid setting rejects like a failed call does.
+  const invoke = async <Req, Res>(
     methodName: string,
     method: UnaryMethod<Req, Res>,
     request: Req,

@@ -78,6 +78,11 @@ export interface RetryScope {
  * UNAVAILABLE, or the policy's attempts run out. A retry that would start
  * at or after the deadline is not made, and the last UNAVAILABLE error is
  * thrown instead.
+ *
+ * NOTE: UNAVAILABLE usually means the change was not made, but a connection
+ * lost during the commit can report it after the commit. A retried
+ * CreateDefault may then fail with ALREADY_EXISTS, a retried Delete with
+ * NOT_FOUND, and a retried Regenerate rotates the secret twice.
  */
 export async function retryUnavailable<T>(
   scope: RetryScope,
