@@ -377,8 +377,9 @@ describe("createTokenServiceClient", () => {
       const port = await freePort();
       const logs = new LogCapture();
       const lateClient = connectTo(`127.0.0.1:${port}`, {
-        timeoutMs: 10_000,
-        retry: { maxAttempts: 20, initialBackoffMs: 50, maxBackoffMs: 200 },
+        timeoutMs: 20_000,
+        // The 20 s deadline, not the attempts, bounds how long the call waits.
+        retry: { maxAttempts: 400, initialBackoffMs: 50, maxBackoffMs: 200 },
         channelOptions: {
           "grpc.initial_reconnect_backoff_ms": 50,
           "grpc.max_reconnect_backoff_ms": 200,
