@@ -4,6 +4,7 @@ import { expect } from "chai";
 import pino from "pino";
 import { type Gateway, startGateway } from "../examples/gateway/server";
 import { errorResponse } from "../examples/gateway/errors";
+import { isCurrentToken } from "../examples/gateway/routes";
 import {
   AbortedError,
   AlreadyExistsError,
@@ -15,7 +16,8 @@ import {
   type TypedTokenServiceClient,
   verifyTokenSignature,
 } from "../src/client";
-import { hashSecret } from "../src/tokens/secret";
+import { Token } from "../src/generated/token/v1/token_service";
+import { hashSecret, signSecret } from "../src/tokens/secret";
 import { eventsOf, tokensOf } from "./support/assertions";
 import { freePort } from "./support/ports";
 import {
@@ -499,5 +501,35 @@ describe("example gateway", () => {
         expect(entry.status, "status").to.be.a("number");
       }
     });
+  });
+});
+
+describe("isCurrentToken", () => {
+  const signingSecret = randomBytes(32);
+  const secret = `vtk_${randomBytes(32).toString("base64url")}`;
+  const other = `vtk_${randomBytes(32).toString("base64url")}`;
+  const signature = signSecret(secret, signingSecret);
+
+  it("compares the secret when present", () => {
+    const current = Token.fromPartial({ secret, signature });
+
+    expect(isCurrentToken(secret, current, undefined)).to.equal(true);
+    expect(isCurrentToken(other, current, undefined)).to.equal(false);
+    expect(isCurrentToken("", current, undefined)).to.equal(false);
+  });
+
+  it("checks the signature without a secret", () => {
+    const current = Token.fromPartial({ signature });
+
+    expect(isCurrentToken(secret, current, signingSecret)).to.equal(true);
+    expect(isCurrentToken(other, current, signingSecret)).to.equal(false);
+  });
+
+  it("throws without secret or signing secret", () => {
+    const current = Token.fromPartial({ signature });
+
+    expect(() => isCurrentToken(secret, current, undefined)).to.throw(
+      /TOKEN_SIGNING_SECRET/,
+    );
   });
 });

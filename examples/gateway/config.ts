@@ -7,7 +7,7 @@ export interface GatewayConfig {
   serviceAddress: string;
   serviceTimeoutMs: number;
   clientService: string;
-  signingSecret: Buffer;
+  signingSecret: Buffer | undefined;
   host: string;
   port: number;
   trustedProxyHops: number;
@@ -17,20 +17,17 @@ export interface GatewayConfig {
 /**
  * Reads the signing secret as the service does: TOKEN_SIGNING_SECRET as
  * UTF-8, or else the base64 development key that the service writes to
- * DATA_DIR/dev-keys.json in embedded mode.
+ * DATA_DIR/dev-keys.json in embedded mode. Returns undefined when neither
+ * is set.
  */
-function readSigningSecret(env: Env): Buffer {
+function readSigningSecret(env: Env): Buffer | undefined {
   if (env.TOKEN_SIGNING_SECRET) {
     return Buffer.from(env.TOKEN_SIGNING_SECRET, "utf8");
   }
 
   const file = path.resolve(env.DATA_DIR || "data", "dev-keys.json");
   if (!fs.existsSync(file)) {
-    throw new Error(
-      "TOKEN_SIGNING_SECRET is missing: set it to the token service's " +
-        `signing secret, or start the service in embedded mode first so ` +
-        `that ${file} exists`,
-    );
+    return undefined;
   }
   const keys = JSON.parse(fs.readFileSync(file, "utf8")) as {
     signingSecret: string;

@@ -1,5 +1,7 @@
+import { timingSafeEqual } from "node:crypto";
 import {
   type AuditContext,
+  hashSecret,
   NotFoundError,
   Token,
   type TypedTokenServiceClient,
@@ -10,8 +12,11 @@ import { HttpError } from "./http-io";
 /** Inputs of a route, read from the HTTP request and the gateway. */
 export interface RouteContext {
   client: TypedTokenServiceClient;
-  /** The service's signing secret, for comparing tokens offline. */
-  signingSecret: Buffer;
+  /**
+   * The service's signing secret, for comparing tokens when GetDefault
+   * returns no secret. Unset, such a comparison fails with a 500.
+   */
+  signingSecret?: Buffer;
   userId: string;
   orgId: string;
   audit: AuditContext;
@@ -74,6 +79,34 @@ function submittedToken(body: unknown): string {
   return token;
 }
 
+/**
+ * Checks in constant time whether `submitted` is the secret of `current`.
+ * The secret is compared when the response carries it, and otherwise the
+ * token's signature is checked with the signing secret.
+ *
+ * @throws Error when neither the secret nor the signing secret is at hand.
+ */
+export function isCurrentToken(
+  submitted: string,
+  current: Token,
+  signingSecret: Buffer | undefined,
+): boolean {
+  if (current.secret !== "") {
+    // Equal-length SHA-256 digests, because timingSafeEqual needs equal
+    // lengths and the lengths of the secrets must not leak either.
+    const expected = Buffer.from(hashSecret(current.secret), "hex");
+    const actual = Buffer.from(hashSecret(submitted), "hex");
+    return timingSafeEqual(expected, actual);
+  }
+  if (signingSecret === undefined) {
+    throw new Error(
+      "cannot compare the submitted token: GetDefault returned no secret " +
+        "and the gateway has no signing secret; set TOKEN_SIGNING_SECRET",
+    );
+  }
+  return verifyTokenSignature(submitted, current.signature, signingSecret);
+}
+
 /** Reads the current default token, or undefined when there is none. */
 async function currentToken(context: RouteContext): Promise<Token | undefined> {
   try {
@@ -107,12 +140,10 @@ export const updateProfile: Route = async (context) => {
     return { status: 200, body: { action, token: null } };
   }
 
-  // The contract sets Token.secret only in the calls that hand a secret out,
-  // so the submitted token is checked against the current token's signature.
   const current = await currentToken(context);
   const unchanged =
     current !== undefined &&
-    verifyTokenSignature(submitted, current.signature, context.signingSecret);
+    isCurrentToken(submitted, current, context.signingSecret);
   if (unchanged) {
     return {
       status: 200,

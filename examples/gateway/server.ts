@@ -32,8 +32,11 @@ const ROUTES: Record<string, Record<string, Route>> = {
 /** Settings of the example gateway. */
 export interface GatewayOptions {
   client: TypedTokenServiceClient;
-  /** The token service's signing secret, for PUT /profile. */
-  signingSecret: Buffer;
+  /**
+   * The token service's signing secret, which PUT /profile needs only when
+   * GetDefault returns no secret.
+   */
+  signingSecret?: Buffer;
   log: Logger;
   /** Host to listen on. Default 127.0.0.1. */
   host?: string;
