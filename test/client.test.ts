@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { ServerCredentials, status } from "@grpc/grpc-js";
+import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import {
   AbortedError,
@@ -22,14 +22,17 @@ import {
   CreateDefaultRequest,
   CreateDefaultResponse,
 } from "../src/generated/token/v1/token_service";
-import { createTokenServiceHandlers } from "../src/grpc/handlers";
-import { bindServer, createGrpcServer } from "../src/grpc/server";
 import { createLogger } from "../src/logger";
 import { signSecret } from "../src/tokens/secret";
 import { freePort } from "./support/ports";
 import { eventsOf } from "./support/assertions";
 import { insertToken } from "./support/rows";
-import { makeCertificate } from "./support/tls";
+import {
+  makeCertificate,
+  startTlsProxy,
+  type TestCertificate,
+  type TlsProxy,
+} from "./support/tls";
 import {
   LogCapture,
   ownerRequest,
@@ -162,6 +165,16 @@ describe("createTokenServiceClient", () => {
       const [event] = await eventsOf(service.db, request.userId);
       expect(event.client_service).to.equal("client-test");
       expect(event.request_id).to.equal(request.audit.requestId);
+    });
+
+    it("fill unset request fields", async () => {
+      const userId = `user-${randomUUID()}`;
+
+      const response = await client.getOrProvision({ userId });
+
+      expect(response.token!.orgId).to.equal("");
+      const [event] = await eventsOf(service.db, userId);
+      expect(event.request_id).to.equal("");
     });
 
     it("reject an invalid clientService at once", () => {
@@ -424,41 +437,76 @@ describe("createTokenServiceClient", () => {
   });
 
   describe("tls", () => {
-    it("calls a TLS server that chains to rootCerts", async function () {
-      const certificate = makeCertificate();
-      if (!certificate) {
-        // NOTE: the TLS path is untested where openssl is not installed.
+    let certificate: TestCertificate;
+    const proxies: TlsProxy[] = [];
+
+    before(function () {
+      const made = makeCertificate();
+      if (!made) {
+        // NOTE: the TLS option is untested where openssl is not installed.
         this.skip();
       }
-      // The running service's own handlers, behind a TLS listener.
-      const { server } = createGrpcServer(
-        createTokenServiceHandlers(service.app.tokens, createLogger("silent")),
-        64 * 1024,
-      );
-      const credentials = ServerCredentials.createSsl(null, [
-        { private_key: certificate.key, cert_chain: certificate.cert },
-      ]);
-      const port = await bindServer(server, "127.0.0.1:0", credentials);
-      try {
-        const secure = connectTo(`127.0.0.1:${port}`, {
-          tls: { rootCerts: certificate.cert },
-          // Node.js deprecates an IP address as the TLS server name
-          // (DEP0123), so the client sends the certificate's host name.
-          channelOptions: { "grpc.ssl_target_name_override": "localhost" },
-        });
-        const plain = connectTo(`127.0.0.1:${port}`, {
-          retry: { maxAttempts: 1 },
-        });
-        const request = ownerRequest();
+      certificate = made;
+    });
 
-        const response = await secure.getOrProvision(request);
-        const err = await rejection(plain.getOrProvision(ownerRequest()));
-
-        expect(response.provisioned).to.equal(true);
-        expect(err).to.be.instanceOf(UnavailableError);
-      } finally {
-        server.forceShutdown();
+    after(async () => {
+      for (const proxy of proxies) {
+        await proxy.close();
       }
+    });
+
+    async function tlsAddress(requireClientCert: boolean): Promise<string> {
+      const proxy = await startTlsProxy(
+        certificate,
+        service.app.port,
+        requireClientCert,
+      );
+      proxies.push(proxy);
+      return `127.0.0.1:${proxy.port}`;
+    }
+
+    // Node.js deprecates an IP address as the TLS server name (DEP0123), so
+    // the client sends the certificate's host name.
+    const serverName = { "grpc.ssl_target_name_override": "localhost" };
+
+    it("calls a server that chains to rootCerts", async () => {
+      const address = await tlsAddress(false);
+      const secure = connectTo(address, {
+        tls: { rootCerts: certificate.cert },
+        channelOptions: serverName,
+      });
+      const plain = connectTo(address, { retry: { maxAttempts: 1 } });
+
+      const response = await secure.getOrProvision(ownerRequest());
+      const err = await rejection(plain.getOrProvision(ownerRequest()));
+
+      expect(response.provisioned).to.equal(true);
+      expect(err).to.be.instanceOf(UnavailableError);
+    });
+
+    it("presents a client certificate", async () => {
+      const address = await tlsAddress(true);
+      const mutual = connectTo(address, {
+        tls: {
+          rootCerts: certificate.cert,
+          privateKey: certificate.key,
+          certChain: certificate.cert,
+        },
+        channelOptions: serverName,
+      });
+      const withoutCertificate = connectTo(address, {
+        tls: { rootCerts: certificate.cert },
+        channelOptions: serverName,
+        retry: { maxAttempts: 1 },
+      });
+
+      const response = await mutual.getOrProvision(ownerRequest());
+      const err = await rejection(
+        withoutCertificate.getOrProvision(ownerRequest()),
+      );
+
+      expect(response.provisioned).to.equal(true);
+      expect(err).to.be.instanceOf(UnavailableError);
     });
   });
 

@@ -6,10 +6,17 @@ import {
   Metadata,
   type ServiceError,
 } from "@grpc/grpc-js";
-import { TokenServiceService } from "../generated/token/v1/token_service";
+import {
+  CreateDefaultRequest,
+  type DeepPartial,
+  DeleteRequest,
+  GetOrProvisionRequest,
+  RegenerateRequest,
+  TokenServiceService,
+} from "../generated/token/v1/token_service";
 import type { Logger } from "../logger";
 import { toTokenServiceError } from "./errors";
-import { getDefaultMethod } from "./get-default-adapter";
+import { GetDefaultRequest, getDefaultMethod } from "./get-default-adapter";
 import {
   DEFAULT_RETRY_POLICY,
   type RetryPolicy,
@@ -26,20 +33,48 @@ const CLIENT_SERVICE_PATTERN = /^[A-Za-z0-9._:/@-]{1,128}$/;
 /** Deadline of a call when neither the client nor the call sets one. */
 export const DEFAULT_TIMEOUT_MS = 2000;
 
+/** The shape of a generated unary method definition that the client uses. */
+interface UnaryMethod<Req, Res> {
+  path: string;
+  requestSerialize(value: Req): Buffer;
+  responseDeserialize(value: Buffer): Res;
+}
+
 /**
- * The RPCs the client offers, each as its generated method definition.
- * Adding an RPC that the generated code has is one line here: the method
- * then appears on the client with its request and response types.
+ * Pairs a generated method definition with its request message type, so
+ * that callers may leave request fields unset: `fromPartial` fills them
+ * with their defaults before encoding. A field added to a request later
+ * then breaks no caller.
+ */
+function unary<Req, Res>(
+  definition: UnaryMethod<Req, Res>,
+  requestType: { fromPartial(object: DeepPartial<Req>): Req },
+): UnaryMethod<DeepPartial<Req>, Res> {
+  return {
+    path: definition.path,
+    requestSerialize: (value) =>
+      definition.requestSerialize(requestType.fromPartial(value)),
+    responseDeserialize: definition.responseDeserialize,
+  };
+}
+
+/**
+ * The RPCs the client offers. Adding an RPC that the generated code has is
+ * one line here, and the method then appears on the client with its
+ * request and response types.
  */
 const UNARY_METHODS = {
-  createDefault: TokenServiceService.createDefault,
-  regenerate: TokenServiceService.regenerate,
-  getOrProvision: TokenServiceService.getOrProvision,
-  delete: TokenServiceService.delete,
-  // TODO: once GetDefault is in the generated code, write
-  // `getDefault: TokenServiceService.getDefault,` here and delete
-  // get-default-adapter.ts.
-  getDefault: getDefaultMethod,
+  createDefault: unary(TokenServiceService.createDefault, CreateDefaultRequest),
+  regenerate: unary(TokenServiceService.regenerate, RegenerateRequest),
+  getOrProvision: unary(
+    TokenServiceService.getOrProvision,
+    GetOrProvisionRequest,
+  ),
+  delete: unary(TokenServiceService.delete, DeleteRequest),
+  // TODO: once GetDefault is in the generated code, import GetDefaultRequest
+  // from it, write `TokenServiceService.getDefault` in place of
+  // getDefaultMethod, and delete get-default-adapter.ts.
+  getDefault: unary(getDefaultMethod, GetDefaultRequest),
 };
 
 /** TLS settings. With every field unset, the server must chain to a system CA. */
@@ -82,13 +117,6 @@ export interface TokenServiceClientOptions {
 export interface CallSettings {
   /** Deadline in milliseconds from now, in place of the client's default. */
   timeoutMs?: number;
-}
-
-/** The shape of a generated unary method definition that the client uses. */
-interface UnaryMethod<Req, Res> {
-  path: string;
-  requestSerialize(value: Req): Buffer;
-  responseDeserialize(value: Buffer): Res;
 }
 
 type UnaryMethods = typeof UNARY_METHODS;

@@ -1,8 +1,9 @@
 // TODO: delete this file once GetDefault is in the generated code, and
-// switch the `getDefault` entry of UNARY_METHODS in client.ts to
-// `TokenServiceService.getDefault`. Until then this adapter encodes the two
-// messages by hand from their field numbers, so the client can call the RPC
-// on a server that has it. A server without it answers UNIMPLEMENTED.
+// switch the `getDefault` entry of UNARY_METHODS in client.ts to the
+// generated definition and GetDefaultRequest. Until then this adapter
+// encodes the two messages by hand from their field numbers, so the client
+// can call the RPC on a server that has it. A server without it answers
+// UNIMPLEMENTED.
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Token } from "../generated/token/v1/token_service";
 
@@ -22,6 +23,13 @@ export interface GetDefaultRequest {
 export interface GetDefaultResponse {
   token: Token | undefined;
 }
+
+/** Fills the unset fields of a request, as ts-proto's fromPartial does. */
+export const GetDefaultRequest = {
+  fromPartial(object: Partial<GetDefaultRequest>): GetDefaultRequest {
+    return { userId: object.userId ?? "", orgId: object.orgId ?? "" };
+  },
+};
 
 const LENGTH_DELIMITED = 2;
 
