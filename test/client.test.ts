@@ -227,8 +227,10 @@ describe("createTokenServiceClient", () => {
     it("carries the existing id in AlreadyExistsError", async () => {
       const request = ownerRequest();
       const { token } = await client.createDefault(request);
+      // A new request id, so that no idempotent replay can answer the call.
+      const again = ownerRequest(request.userId);
 
-      const err = await rejection(client.createDefault(request));
+      const err = await rejection(client.createDefault(again));
 
       expect(err).to.be.instanceOf(AlreadyExistsError);
       expect((err as AlreadyExistsError).code).to.equal(status.ALREADY_EXISTS);
