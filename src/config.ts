@@ -56,9 +56,15 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
-type Env = Record<string, string | undefined>;
+/** Environment variables by name. */
+export type Env = Record<string, string | undefined>;
 
-function readInteger(
+/**
+ * Reads a whole-number setting, or `fallback` when it is unset or empty.
+ *
+ * @throws ConfigError naming the variable when the value is out of range.
+ */
+export function readInteger(
   env: Env,
   name: string,
   fallback: number,
