@@ -148,7 +148,15 @@ export async function runTransaction<T>(
         await sleep(delayMs);
         continue;
       }
-      throw translateDatabaseError(err, scope, settings);
+
+      const translated = translateDatabaseError(err, scope, settings);
+      if (translated !== err) {
+        scope.log.warn(
+          { attempts: attempt + 1, err: describeDatabaseError(err) },
+          "transaction failed",
+        );
+      }
+      throw translated;
     }
   }
 }

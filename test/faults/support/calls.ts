@@ -62,19 +62,6 @@ export async function unauditedTokens(db: Knex): Promise<string[]> {
   return rows.map((row: { id: string }) => row.id);
 }
 
-/** Sessions of the service on a database, with what they wait for. */
-export async function serviceSessions(
-  db: Knex,
-  database: string,
-): Promise<{ pid: number; state: string; wait_event_type: string | null }[]> {
-  const { rows } = await db.raw(
-    `select pid, state, wait_event_type from pg_stat_activity
-     where datname = ? and application_name = 'token-service'`,
-    [database],
-  );
-  return rows;
-}
-
 /** Name of the database in a connection URL. */
 export function databaseName(url: string): string {
   return new URL(url).pathname.slice(1);
