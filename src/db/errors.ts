@@ -62,6 +62,16 @@ export function isRetryable(err: unknown): boolean {
   );
 }
 
+/** Whether every pool connection stayed busy for the acquire timeout. */
+export function isPoolTimeout(err: unknown): boolean {
+  const { name, message } = (err ?? {}) as ErrorWithCode;
+  return (
+    name === "KnexTimeoutError" &&
+    typeof message === "string" &&
+    message.includes("Timeout acquiring a connection")
+  );
+}
+
 /** Whether the error means the database or the connection to it is gone. */
 export function isConnectionError(err: unknown): boolean {
   const code = errorCode(err);

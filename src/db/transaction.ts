@@ -11,6 +11,7 @@ import {
   describeDatabaseError,
   errorCode,
   isConnectionError,
+  isPoolTimeout,
   isRetryable,
   SqlState,
 } from "./errors";
@@ -91,6 +92,12 @@ export function translateDatabaseError(
     return new TransactionAbortedError(
       `the change conflicted with concurrent calls ${settings.maxRetries + 1} ` +
         `times; retry the call`,
+    );
+  }
+  if (isPoolTimeout(err)) {
+    return new DatabaseUnavailableError(
+      "every database connection stayed busy for the acquire timeout; " +
+        "retry the call with backoff",
     );
   }
   if (isConnectionError(err)) {
