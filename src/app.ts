@@ -54,7 +54,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     },
   );
 
-  const { server, health } = createGrpcServer(
+  const { server, health, endHealthWatches } = createGrpcServer(
     createTokenServiceHandlers(tokens, log),
     config.maxMessageBytes,
   );
@@ -117,6 +117,10 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     clearInterval(probe);
     setServing("NOT_SERVING");
 
+    // tryShutdown waits for every open stream, and a health Watch stream
+    // stays open until its client ends it, so end those streams first.
+    // Their clients have already received NOT_SERVING.
+    endHealthWatches();
     const drained = await new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => resolve(false), timeoutMs);
       server.tryShutdown(() => {
