@@ -72,6 +72,16 @@ export function isPoolTimeout(err: unknown): boolean {
   );
 }
 
+/** Whether knex cancelled a query that ran past its `timeout()`. */
+export function isQueryTimeout(err: unknown): boolean {
+  const { name, message } = (err ?? {}) as ErrorWithCode;
+  return (
+    name === "KnexTimeoutError" &&
+    typeof message === "string" &&
+    message.startsWith("Defined query timeout")
+  );
+}
+
 /** Whether the error means the database or the connection to it is gone. */
 export function isConnectionError(err: unknown): boolean {
   const code = errorCode(err);

@@ -12,6 +12,7 @@ import {
   errorCode,
   isConnectionError,
   isPoolTimeout,
+  isQueryTimeout,
   isRetryable,
   SqlState,
 } from "./errors";
@@ -82,7 +83,7 @@ export function translateDatabaseError(
         `held by another call; retry the call`,
     );
   }
-  if (code === SqlState.queryCanceled) {
+  if (code === SqlState.queryCanceled || isQueryTimeout(err)) {
     return new TransactionAbortedError(
       `a database statement timed out after ${settings.statementTimeoutMs} ` +
         `ms; retry the call`,
@@ -106,6 +107,18 @@ export function translateDatabaseError(
     );
   }
   return err;
+}
+
+/**
+ * Returns the milliseconds a statement outside a transaction may run: the
+ * statement timeout, capped by the time left before the call's deadline.
+ */
+export function statementBudgetMs(
+  scope: CallScope,
+  settings: TransactionSettings,
+): number {
+  const remaining = Math.max(1, Math.floor(remainingMs(scope)));
+  return Math.min(settings.statementTimeoutMs, remaining);
 }
 
 /**

@@ -3,6 +3,7 @@ import type { Knex } from "knex";
 import {
   type CallScope,
   runTransaction,
+  statementBudgetMs,
   translateDatabaseError,
   type TransactionSettings,
 } from "../db/transaction";
@@ -206,8 +207,11 @@ export class DefaultTokens {
     scope: CallScope,
     owner: TokenOwner,
   ): Promise<TokenRecord | undefined> {
+    // Outside a transaction no statement_timeout applies, so the query
+    // carries its own timeout, capped by the call's deadline.
+    const timeoutMs = statementBudgetMs(scope, this.settings.transaction);
     try {
-      return await findDefaultToken(this.db, owner);
+      return await findDefaultToken(this.db, owner, { timeoutMs });
     } catch (err) {
       throw translateDatabaseError(err, scope, this.settings.transaction);
     }

@@ -95,6 +95,41 @@ describe("locks and deadlines", () => {
     expect(events.map((event) => event.action)).to.deep.equal(["create"]);
   });
 
+  it("ends a login read at its deadline", async () => {
+    service = await startTestService({
+      LOCK_TIMEOUT_MS: "30000",
+      STATEMENT_TIMEOUT_MS: "30000",
+    });
+    const figures = new CaseFigures("200 ms deadline behind a table lock");
+    const { request } = await provision(service);
+    const database = databaseName(service.databaseUrl);
+    // GetOrProvision reads a valid token outside any transaction; only an
+    // ACCESS EXCLUSIVE lock, as a migration takes, blocks that read.
+    const other = await service.db.transaction();
+    await other.raw("lock table api_tokens in access exclusive mode");
+
+    const outcome = await figures.settle(
+      tokenRpcs(service.client).getOrProvision(request, {
+        deadline: Date.now() + 200,
+      }),
+    );
+    let stillWaiting: number;
+    try {
+      await waitFor(
+        "the service to stop waiting for the table lock",
+        async () => (await lockWaiters(service.db, database)) === 0,
+        5000,
+      );
+    } finally {
+      stillWaiting = await lockWaiters(service.db, database);
+      await other.commit();
+    }
+
+    figures.print(await countStored(service.db, request.userId));
+    expect(!outcome.ok && outcome.code).to.equal(status.DEADLINE_EXCEEDED);
+    expect(stillWaiting, "service sessions still waiting").to.equal(0);
+  });
+
   it("commits nothing for a cancelled call", async () => {
     service = await startTestService({ LOCK_TIMEOUT_MS: "1000" });
     const figures = new CaseFigures("client cancel behind FOR UPDATE");
