@@ -128,6 +128,10 @@ export function statementBudgetMs(
  * jittered backoff, and rolls back instead of committing when the call was
  * cancelled or its deadline passed.
  *
+ * NOTE: a client cancel without a deadline does not stop a statement that
+ * waits for a lock. The statement runs until lock_timeout or
+ * statement_timeout ends it, and the check before COMMIT then rolls back.
+ *
  * @throws TokenServiceError subclasses for the conditions the caller maps to
  *   status codes; any other error unchanged.
  */

@@ -7,7 +7,7 @@ import {
   type TestService,
 } from "../support/service";
 import { countStored, databaseName, tokenRpcs } from "./support/calls";
-import { CaseFigures } from "./support/figures";
+import { CaseFigures, codeOf } from "./support/figures";
 import {
   installPlannedFaults,
   planAdvisoryLock,
@@ -54,7 +54,7 @@ describe("locks and deadlines", () => {
 
     figures.print(await countStored(service.db, request.userId));
     expect(outcome.ok, "call succeeded").to.equal(false);
-    expect(!outcome.ok && outcome.code).to.equal(status.ABORTED);
+    expect(codeOf(outcome)).to.equal("ABORTED");
     expect(waiting, "service sessions still waiting").to.equal(0);
     const failures = logged(service, "transaction failed");
     expect(failures.map((entry) => entry.err?.code)).to.deep.equal(["55P03"]);
@@ -89,7 +89,7 @@ describe("locks and deadlines", () => {
     const [after] = await tokensOf(service.db, request.userId);
     const events = await eventsOf(service.db, request.userId);
     figures.print(await countStored(service.db, request.userId));
-    expect(!outcome.ok && outcome.code).to.equal(status.DEADLINE_EXCEEDED);
+    expect(codeOf(outcome)).to.equal("DEADLINE_EXCEEDED");
     expect(after.token_hash, "token hash").to.equal(before.token_hash);
     expect(after.updated_at, "updated_at").to.deep.equal(before.updated_at);
     expect(events.map((event) => event.action)).to.deep.equal(["create"]);
@@ -126,7 +126,7 @@ describe("locks and deadlines", () => {
     }
 
     figures.print(await countStored(service.db, request.userId));
-    expect(!outcome.ok && outcome.code).to.equal(status.DEADLINE_EXCEEDED);
+    expect(codeOf(outcome)).to.equal("DEADLINE_EXCEEDED");
     expect(stillWaiting, "service sessions still waiting").to.equal(0);
   });
 
@@ -149,7 +149,7 @@ describe("locks and deadlines", () => {
     });
     figures.calls++;
     await pending;
-    // NOTE: the statement runs on until lock_timeout; nothing cancels it.
+    // The cancel does not end the waiting statement; lock_timeout does.
     await waitFor("the service to stop waiting for the lock", async () => {
       return (await lockWaiters(service.db, database)) === 0;
     });
@@ -209,7 +209,7 @@ describe("retries", () => {
 
       const stored = await countStored(service.db, request.userId);
       figures.print(stored);
-      expect(!outcome.ok && outcome.code).to.equal(status.ABORTED);
+      expect(codeOf(outcome)).to.equal("ABORTED");
       expect(stored.tokens, "token rows").to.equal(0);
       expect(stored.events, "audit events").to.equal(0);
       const retries = logged(service, "retrying transaction after a conflict");
@@ -227,10 +227,10 @@ describe("retries", () => {
     await planAdvisoryLock(service.db, request.userId, advisoryKey);
     const database = databaseName(service.databaseUrl);
 
-    // The test holds the advisory lock; the service locks the token row,
-    // then waits for the advisory lock in the audit trigger; the test then
-    // waits for the token row. PostgreSQL ends the service's transaction,
-    // whose deadlock_timeout runs out first.
+    // The test takes the advisory lock first. The service then locks the
+    // token row and waits for the advisory lock in the audit trigger, and
+    // the test waits for the token row. The service waited first, so its
+    // deadlock_timeout runs out first and PostgreSQL ends its transaction.
     const other = await service.db.transaction();
     await other.raw("select pg_advisory_xact_lock(?)", [advisoryKey]);
     const pending = figures.settle(

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { credentials, status } from "@grpc/grpc-js";
+import { credentials } from "@grpc/grpc-js";
 import { expect } from "chai";
 import type { Knex } from "knex";
 import { TokenServiceClient } from "../../src/generated/token/v1/token_service";
@@ -8,7 +8,7 @@ import { connect, createDatabase, dropDatabase } from "../support/database";
 import { ownerRequest } from "../support/service";
 import { countStored, tokenRpcs } from "./support/calls";
 import { ChildService } from "./support/child-service";
-import { CaseFigures } from "./support/figures";
+import { CaseFigures, codeOf } from "./support/figures";
 import { HealthProbe } from "./support/health";
 import { lockTokenRow, lockWaiters, waitFor } from "./support/waiting";
 
@@ -53,32 +53,46 @@ describe("shutdown", () => {
     return { service, rpcs: tokenRpcs(client), health };
   }
 
+  /**
+   * Creates the user's token, locks its row from the test's connection and
+   * starts a Regenerate that waits behind that lock.
+   */
+  async function holdRegenerate(
+    rpcs: ReturnType<typeof tokenRpcs>,
+    figures: CaseFigures,
+    request: ReturnType<typeof ownerRequest>,
+  ) {
+    const first = await figures.settle(rpcs.getOrProvision(request));
+    const tokenId = first.ok ? first.value.token!.id : "";
+    const lock = await lockTokenRow(db, tokenId);
+
+    const heldCall = figures.settle(rpcs.regenerate(request));
+    await waitFor("the call to wait for the row lock", async () => {
+      return (await lockWaiters(db, name)) > 0;
+    });
+    return { lock, heldCall };
+  }
+
   it("drains a call held for 2 s on SIGTERM", async () => {
     const { service, rpcs, health } = await startChild();
     const figures = new CaseFigures("SIGTERM with a call held 2 s");
     const request = ownerRequest();
-    const first = await figures.settle(rpcs.getOrProvision(request));
-    const tokenId = first.ok ? first.value.token!.id : "";
     const statuses: string[] = [];
     const watch = health.watch((status) => statuses.push(status));
     await waitFor("the health watch", () => statuses.includes("SERVING"));
 
-    const lock = await lockTokenRow(db, tokenId);
-    const held = figures.settle(rpcs.regenerate(request));
-    await waitFor("the call to wait for the row lock", async () => {
-      return (await lockWaiters(db, name)) > 0;
-    });
+    const { lock, heldCall } = await holdRegenerate(rpcs, figures, request);
     const signalledAt = Date.now();
     service.signal("SIGTERM");
     await waitFor("health to report NOT_SERVING", () =>
       statuses.includes("NOT_SERVING"),
     );
-    const refused = await figures.settle(
+    const newCall = await figures.settle(
       rpcs.getOrProvision(ownerRequest(), { deadline: Date.now() + 5000 }),
     );
     setTimeout(() => void lock.release(), 2000);
 
-    const outcome = await held;
+    const outcome = await heldCall;
     const exitCode = await service.exited(
       SHUTDOWN_TIMEOUT_MS + FORCED_EXIT_MARGIN_MS + 10_000,
     );
@@ -87,9 +101,7 @@ describe("shutdown", () => {
     const stored = await countStored(db, request.userId);
     figures.print(stored);
     expect(outcome.ok, "held call succeeded").to.equal(true);
-    expect(!refused.ok && status[refused.code], "new call").to.equal(
-      "UNAVAILABLE",
-    );
+    expect(codeOf(newCall), "new call").to.equal("UNAVAILABLE");
     expect(exitCode, "exit code").to.equal(0);
     expect(service.exitedAt! - signalledAt, "ms to exit").to.be.below(
       SHUTDOWN_TIMEOUT_MS,
@@ -116,17 +128,10 @@ describe("shutdown", () => {
     const { service, rpcs } = await startChild({ SHUTDOWN_TIMEOUT_MS: "1000" });
     const figures = new CaseFigures("SIGTERM with a call held past the bound");
     const request = ownerRequest();
-    const first = await figures.settle(rpcs.getOrProvision(request));
-    const tokenId = first.ok ? first.value.token!.id : "";
-    const lock = await lockTokenRow(db, tokenId);
-
-    const held = figures.settle(rpcs.regenerate(request));
-    await waitFor("the call to wait for the row lock", async () => {
-      return (await lockWaiters(db, name)) > 0;
-    });
+    const { lock, heldCall } = await holdRegenerate(rpcs, figures, request);
     const signalledAt = Date.now();
     service.signal("SIGTERM");
-    const outcome = await held;
+    const outcome = await heldCall;
     await service.exited(1000 + FORCED_EXIT_MARGIN_MS + 10_000);
     await lock.release();
 

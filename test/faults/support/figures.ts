@@ -4,6 +4,11 @@ import { status, type ServiceError } from "@grpc/grpc-js";
 export type Outcome<T> =
   { ok: true; value: T } | { ok: false; code: status; message: string };
 
+/** Returns the status name of an outcome: `OK`, `ABORTED` and so on. */
+export function codeOf(outcome: Outcome<unknown>): string {
+  return outcome.ok ? "OK" : status[outcome.code];
+}
+
 /** Figures of one fault case, printed as one line when it ends. */
 export class CaseFigures {
   private readonly startedAt = performance.now();
