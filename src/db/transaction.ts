@@ -7,6 +7,7 @@ import {
   TokenServiceError,
   TransactionAbortedError,
 } from "../tokens/errors";
+import { cancelOnAbort } from "./cancel";
 import {
   describeDatabaseError,
   errorCode,
@@ -125,12 +126,10 @@ export function statementBudgetMs(
  * Runs `work` in one transaction with lock_timeout and statement_timeout set
  * for it, each capped by the time left before the call's deadline. Retries
  * serialization failures and deadlocks up to `maxRetries` times with
- * jittered backoff, and rolls back instead of committing when the call was
- * cancelled or its deadline passed.
- *
- * NOTE: a client cancel without a deadline does not stop a statement that
- * waits for a lock. The statement runs until lock_timeout or
- * statement_timeout ends it, and the check before COMMIT then rolls back.
+ * jittered backoff. When the client cancels the call, or the server
+ * cancels it on a forced shutdown, the running statement is cancelled on
+ * the server. A call that was cancelled or whose deadline passed is rolled
+ * back instead of committed.
  *
  * @throws TokenServiceError subclasses for the conditions the caller maps to
  *   status codes; any other error unchanged.
@@ -149,12 +148,24 @@ export async function runTransaction<T>(
 
     try {
       return await db.transaction(async (trx) => {
-        await trx.raw(
+        const { rows } = await trx.raw(
           "select set_config('lock_timeout', ?, true), " +
-            "set_config('statement_timeout', ?, true)",
+            "set_config('statement_timeout', ?, true), " +
+            "pg_backend_pid() as pid",
           [`${lockTimeout}ms`, `${statementTimeout}ms`],
         );
-        const result = await work(trx);
+        const stopCancelling = cancelOnAbort(
+          db,
+          scope.signal,
+          rows[0].pid,
+          scope.log,
+        );
+        let result: T;
+        try {
+          result = await work(trx);
+        } finally {
+          await stopCancelling();
+        }
 
         // The last check before COMMIT: a caller that has gone gets nothing
         // committed on its behalf.

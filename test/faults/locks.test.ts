@@ -131,7 +131,9 @@ describe("locks and deadlines", () => {
   });
 
   it("commits nothing for a cancelled call", async () => {
-    service = await startTestService({ LOCK_TIMEOUT_MS: "1000" });
+    // A lock timeout far past the wait bound below: only the cancel that
+    // the server sends can end the waiting statement in time.
+    service = await startTestService({ LOCK_TIMEOUT_MS: "30000" });
     const figures = new CaseFigures("client cancel behind FOR UPDATE");
     const { request, tokenId } = await provision(service);
     const [before] = await tokensOf(service.db, request.userId);
@@ -149,16 +151,27 @@ describe("locks and deadlines", () => {
     });
     figures.calls++;
     await pending;
-    // The cancel does not end the waiting statement; lock_timeout does.
-    await waitFor("the service to stop waiting for the lock", async () => {
-      return (await lockWaiters(service.db, database)) === 0;
-    });
-    await lock.release();
+    let stillWaiting: number;
+    try {
+      await waitFor(
+        "the service to stop waiting for the lock",
+        async () => (await lockWaiters(service.db, database)) === 0,
+        5000,
+      );
+    } finally {
+      stillWaiting = await lockWaiters(service.db, database);
+      await lock.release();
+    }
 
     const [after] = await tokensOf(service.db, request.userId);
     const events = await eventsOf(service.db, request.userId);
     figures.print(await countStored(service.db, request.userId));
     expect(figures.countOf("CANCELLED"), "cancelled calls").to.equal(1);
+    expect(stillWaiting, "service sessions still waiting").to.equal(0);
+    expect(
+      logged(service, "cancelled the statement of a gone call"),
+      "cancel logged",
+    ).to.have.length(1);
     expect(after.token_hash, "token hash").to.equal(before.token_hash);
     expect(events.map((event) => event.action)).to.deep.equal(["create"]);
   });
