@@ -111,6 +111,17 @@ const rawRequest = fc
       allowMissing: fc.boolean(),
       unknown: fc.array(unknownField, { maxLength: 3 }),
       oversized: fc.constantFrom(false, false, false, false, false, true),
+      // Random bytes after the fields, which mostly break the encoding:
+      // a truncated varint, a length past the end, a group or wire type 7.
+      garbage: fc.oneof(
+        { weight: 5, arbitrary: fc.constant(Buffer.alloc(0)) },
+        {
+          weight: 1,
+          arbitrary: fc
+            .uint8Array({ minLength: 1, maxLength: 16 })
+            .map(Buffer.from),
+        },
+      ),
     },
     {
       requiredKeys: [
@@ -119,6 +130,7 @@ const rawRequest = fc
         "allowMissing",
         "unknown",
         "oversized",
+        "garbage",
       ],
     },
   )
@@ -135,6 +147,7 @@ const rawRequest = fc
         ? [encodeField(4, WireType.varint, 1)]
         : []),
       ...request.unknown,
+      request.garbage,
       ...(request.oversized
         ? [
             encodeField(
@@ -148,6 +161,8 @@ const rawRequest = fc
     return {
       method: request.method,
       userId: request.userId,
+      // Garbage may hold another user_id field, which would win.
+      exactUserId: request.garbage.length === 0,
       bytes: Buffer.concat(parts),
     };
   });
@@ -192,7 +207,11 @@ describe("bad input", () => {
               ];
         expect(code, outcome.message).to.be.oneOf(allowed);
 
-        if (code === "OK" && request.method !== "Delete") {
+        if (
+          code === "OK" &&
+          request.method !== "Delete" &&
+          request.exactUserId
+        ) {
           // Every response of the other three methods starts with a Token
           // in field 1, as GetOrProvisionResponse does.
           const { token } = GetOrProvisionResponse.decode(outcome.response!);
