@@ -207,8 +207,8 @@ export class DefaultTokens {
     scope: CallScope,
     owner: TokenOwner,
   ): Promise<TokenRecord | undefined> {
-    // Outside a transaction no statement_timeout applies, so the query
-    // carries its own timeout, capped by the call's deadline.
+    // The connection's default statement_timeout ignores the call's
+    // deadline, so the query carries its own timeout, capped by it.
     const timeoutMs = statementBudgetMs(scope, this.settings.transaction);
     try {
       return await findDefaultToken(this.db, owner, { timeoutMs });
