@@ -13,7 +13,12 @@ import {
   planAdvisoryLock,
   planFailures,
 } from "./support/planned-faults";
-import { lockTokenRow, lockWaiters, waitFor } from "./support/waiting";
+import {
+  lockTokenRow,
+  lockWaiters,
+  waitersBeforeRelease,
+  waitFor,
+} from "./support/waiting";
 
 /** Log lines of the service with the given message. */
 function logged(service: TestService, message: string) {
@@ -113,17 +118,11 @@ describe("locks and deadlines", () => {
         deadline: Date.now() + 200,
       }),
     );
-    let stillWaiting: number;
-    try {
-      await waitFor(
-        "the service to stop waiting for the table lock",
-        async () => (await lockWaiters(service.db, database)) === 0,
-        5000,
-      );
-    } finally {
-      stillWaiting = await lockWaiters(service.db, database);
-      await other.commit();
-    }
+    const stillWaiting = await waitersBeforeRelease(
+      service.db,
+      database,
+      async () => void (await other.commit()),
+    );
 
     figures.print(await countStored(service.db, request.userId));
     expect(codeOf(outcome)).to.equal("DEADLINE_EXCEEDED");
@@ -151,17 +150,11 @@ describe("locks and deadlines", () => {
     });
     figures.calls++;
     await pending;
-    let stillWaiting: number;
-    try {
-      await waitFor(
-        "the service to stop waiting for the lock",
-        async () => (await lockWaiters(service.db, database)) === 0,
-        5000,
-      );
-    } finally {
-      stillWaiting = await lockWaiters(service.db, database);
-      await lock.release();
-    }
+    const stillWaiting = await waitersBeforeRelease(
+      service.db,
+      database,
+      lock.release,
+    );
 
     const [after] = await tokensOf(service.db, request.userId);
     const events = await eventsOf(service.db, request.userId);

@@ -46,3 +46,27 @@ export async function lockWaiters(db: Knex, database: string): Promise<number> {
   );
   return rows[0].n;
 }
+
+/**
+ * Waits up to `timeoutMs` for the service's sessions to stop waiting for
+ * locks, then releases the test's lock whatever happened, so that a failed
+ * wait leaves nothing blocked. Returns the sessions still waiting just
+ * before the release.
+ */
+export async function waitersBeforeRelease(
+  db: Knex,
+  database: string,
+  release: () => Promise<void>,
+  timeoutMs = 5000,
+): Promise<number> {
+  try {
+    await waitFor(
+      "the service to stop waiting for the lock",
+      async () => (await lockWaiters(db, database)) === 0,
+      timeoutMs,
+    ).catch(() => undefined);
+    return await lockWaiters(db, database);
+  } finally {
+    await release();
+  }
+}
