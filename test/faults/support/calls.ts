@@ -8,7 +8,7 @@ import type {
 } from "../../../src/generated/token/v1/token_service";
 import { call } from "../../support/service";
 
-/** The four RPCs of a client as promise-returning functions. */
+/** Wraps the four RPCs of a client as promise-returning functions. */
 export function tokenRpcs(client: TokenServiceClient) {
   return {
     createDefault: (

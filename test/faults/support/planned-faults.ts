@@ -2,10 +2,11 @@ import type { Knex } from "knex";
 
 /**
  * Installs a trigger in a test database that disturbs the audit insert of
- * chosen users: it raises a real PostgreSQL error with a given SQLSTATE for
- * the first N inserts, or first takes a transaction-scoped advisory lock so
- * that a test can build a real deadlock. The attempt counter is a sequence
- * because nextval survives the rollback of the failing transaction.
+ * chosen users. For a user with a planned SQLSTATE, the first N inserts
+ * raise a real PostgreSQL error with it. For a user with a planned advisory
+ * lock, every insert takes that lock first, so that a test can build a real
+ * deadlock. The attempt counter is a sequence because nextval survives the
+ * rollback of the failing transaction.
  */
 export async function installPlannedFaults(db: Knex): Promise<void> {
   await db.raw(`
