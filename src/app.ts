@@ -3,6 +3,7 @@ import type { Config } from "./config";
 import { openDatabase } from "./db/connection";
 import { describeDatabaseError } from "./db/errors";
 import { createTokenServiceHandlers } from "./grpc/handlers";
+import type { CallHooks } from "./grpc/unary";
 import {
   bindServer,
   createGrpcServer,
@@ -27,6 +28,12 @@ export interface App {
   stop(timeoutMs?: number): Promise<void>;
 }
 
+/** Options that tests set; the service runs with none of them. */
+export interface AppOptions {
+  /** Test seam run inside every TokenService handler. */
+  hooks?: CallHooks;
+}
+
 type ServingStatus = "SERVING" | "NOT_SERVING";
 
 function describeTls(config: Config): "off" | "server" | "mutual" {
@@ -37,7 +44,11 @@ function describeTls(config: Config): "off" | "server" | "mutual" {
 }
 
 /** Opens the database, runs migrations and starts the gRPC server. */
-export async function startApp(config: Config, log: Logger): Promise<App> {
+export async function startApp(
+  config: Config,
+  log: Logger,
+  options: AppOptions = {},
+): Promise<App> {
   const keys = resolveKeys(config.keys, config.database.dataDir, log);
   const db = await openDatabase(config.database, log);
   const tokens = new DefaultTokens(
@@ -54,8 +65,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     },
   );
 
-  const { server, health } = createGrpcServer(
-    createTokenServiceHandlers(tokens, log),
+  const { server, health, endHealthWatches } = createGrpcServer(
+    createTokenServiceHandlers(tokens, log, options.hooks),
     config.maxMessageBytes,
   );
   let port: number;
@@ -117,6 +128,10 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     clearInterval(probe);
     setServing("NOT_SERVING");
 
+    // tryShutdown waits for every open stream, and a health Watch stream
+    // stays open until its client ends it, so end those streams first.
+    // Their clients have already received NOT_SERVING.
+    endHealthWatches();
     const drained = await new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => resolve(false), timeoutMs);
       server.tryShutdown(() => {

@@ -200,6 +200,13 @@ export function loadDatabaseOptions(env: Env = process.env): DatabaseOptions {
       1,
       600_000,
     ),
+    acquireTimeoutMs: readInteger(
+      env,
+      "DB_ACQUIRE_TIMEOUT_MS",
+      10_000,
+      1,
+      600_000,
+    ),
   };
 }
 

@@ -16,6 +16,12 @@ export interface DatabaseOptions {
   connectTimeoutMs: number;
   /** Default statement_timeout of every connection, in milliseconds. */
   statementTimeoutMs: number;
+  /**
+   * Milliseconds a query waits for a free pool connection. Kept apart from
+   * the connect timeout: under load, calls queue for a connection far
+   * longer than a healthy server takes to accept one.
+   */
+  acquireTimeoutMs: number;
 }
 
 /** knex settings for PostgreSQL through pg, or for PGlite in `dataDir`. */
@@ -34,7 +40,7 @@ export function buildKnexConfig(options: DatabaseOptions): Knex.Config {
         statement_timeout: options.statementTimeoutMs,
       },
       pool: { min: 0, max: options.poolMax },
-      acquireConnectionTimeout: options.connectTimeoutMs,
+      acquireConnectionTimeout: options.acquireTimeoutMs,
       migrations,
     };
   }
@@ -48,7 +54,7 @@ export function buildKnexConfig(options: DatabaseOptions): Knex.Config {
     client: ClientPgLite,
     dialect: "postgres",
     connection: { filename },
-    acquireConnectionTimeout: options.connectTimeoutMs,
+    acquireConnectionTimeout: options.acquireTimeoutMs,
     migrations,
   } as Knex.Config;
 }

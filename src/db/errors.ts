@@ -62,6 +62,25 @@ export function isRetryable(err: unknown): boolean {
   );
 }
 
+function isKnexTimeout(err: unknown, messageStart: string): boolean {
+  const { name, message } = (err ?? {}) as ErrorWithCode;
+  return (
+    name === "KnexTimeoutError" &&
+    typeof message === "string" &&
+    message.startsWith(messageStart)
+  );
+}
+
+/** Checks whether every pool connection stayed busy for the acquire timeout. */
+export function isPoolTimeout(err: unknown): boolean {
+  return isKnexTimeout(err, "Knex: Timeout acquiring a connection");
+}
+
+/** Checks whether knex cancelled a query that ran past its `timeout()`. */
+export function isQueryTimeout(err: unknown): boolean {
+  return isKnexTimeout(err, "Defined query timeout");
+}
+
 /** Whether the error means the database or the connection to it is gone. */
 export function isConnectionError(err: unknown): boolean {
   const code = errorCode(err);

@@ -7,10 +7,13 @@ import {
   TokenServiceError,
   TransactionAbortedError,
 } from "../tokens/errors";
+import { cancelOnAbort } from "./cancel";
 import {
   describeDatabaseError,
   errorCode,
   isConnectionError,
+  isPoolTimeout,
+  isQueryTimeout,
   isRetryable,
   SqlState,
 } from "./errors";
@@ -81,7 +84,7 @@ export function translateDatabaseError(
         `held by another call; retry the call`,
     );
   }
-  if (code === SqlState.queryCanceled) {
+  if (code === SqlState.queryCanceled || isQueryTimeout(err)) {
     return new TransactionAbortedError(
       `a database statement timed out after ${settings.statementTimeoutMs} ` +
         `ms; retry the call`,
@@ -93,6 +96,12 @@ export function translateDatabaseError(
         `times; retry the call`,
     );
   }
+  if (isPoolTimeout(err)) {
+    return new DatabaseUnavailableError(
+      "every database connection stayed busy for the acquire timeout; " +
+        "retry the call with backoff",
+    );
+  }
   if (isConnectionError(err)) {
     return new DatabaseUnavailableError(
       "the database is unreachable; retry the call with backoff",
@@ -102,11 +111,25 @@ export function translateDatabaseError(
 }
 
 /**
+ * Returns the milliseconds a statement outside a transaction may run: the
+ * statement timeout, capped by the time left before the call's deadline.
+ */
+export function statementBudgetMs(
+  scope: CallScope,
+  settings: TransactionSettings,
+): number {
+  const remaining = Math.max(1, Math.floor(remainingMs(scope)));
+  return Math.min(settings.statementTimeoutMs, remaining);
+}
+
+/**
  * Runs `work` in one transaction with lock_timeout and statement_timeout set
  * for it, each capped by the time left before the call's deadline. Retries
  * serialization failures and deadlocks up to `maxRetries` times with
- * jittered backoff, and rolls back instead of committing when the call was
- * cancelled or its deadline passed.
+ * jittered backoff. When the client cancels the call, or the server
+ * cancels it on a forced shutdown, the running statement is cancelled on
+ * the server. A call that was cancelled or whose deadline passed is rolled
+ * back instead of committed.
  *
  * @throws TokenServiceError subclasses for the conditions the caller maps to
  *   status codes; any other error unchanged.
@@ -125,12 +148,24 @@ export async function runTransaction<T>(
 
     try {
       return await db.transaction(async (trx) => {
-        await trx.raw(
+        const { rows } = await trx.raw(
           "select set_config('lock_timeout', ?, true), " +
-            "set_config('statement_timeout', ?, true)",
+            "set_config('statement_timeout', ?, true), " +
+            "pg_backend_pid() as pid",
           [`${lockTimeout}ms`, `${statementTimeout}ms`],
         );
-        const result = await work(trx);
+        const stopCancelling = cancelOnAbort(
+          db,
+          scope.signal,
+          rows[0].pid,
+          scope.log,
+        );
+        let result: T;
+        try {
+          result = await work(trx);
+        } finally {
+          await stopCancelling();
+        }
 
         // The last check before COMMIT: a caller that has gone gets nothing
         // committed on its behalf.
@@ -148,7 +183,15 @@ export async function runTransaction<T>(
         await sleep(delayMs);
         continue;
       }
-      throw translateDatabaseError(err, scope, settings);
+
+      const translated = translateDatabaseError(err, scope, settings);
+      if (translated !== err) {
+        scope.log.warn(
+          { attempts: attempt + 1, err: describeDatabaseError(err) },
+          "transaction failed",
+        );
+      }
+      throw translated;
     }
   }
 }

@@ -8,7 +8,7 @@ import type {
   DefaultTokens,
 } from "../tokens/default-tokens";
 import { toIssuedTokenMessage, toTokenMessage } from "./token-message";
-import { type CallContext, unary } from "./unary";
+import { bindUnary, type CallContext, type CallHooks } from "./unary";
 import { RequestValidator, validateAudit, validateOwner } from "./validation";
 
 interface OwnerRequestMessage {
@@ -46,15 +46,17 @@ function parseRequest(
 export function createTokenServiceHandlers(
   tokens: DefaultTokens,
   log: Logger,
+  hooks: CallHooks = {},
 ): TokenServiceServer {
+  const unary = bindUnary(log, hooks);
   return {
-    createDefault: unary("CreateDefault", log, async (message, context) => {
+    createDefault: unary("CreateDefault", async (message, context) => {
       const request = parseRequest(message, context);
       const token = await tokens.createDefault(context, request);
       return { token: toIssuedTokenMessage(token) };
     }),
 
-    regenerate: unary("Regenerate", log, async (message, context) => {
+    regenerate: unary("Regenerate", async (message, context) => {
       const request = parseRequest(message, context);
       const result = await tokens.regenerate(context, request);
       return {
@@ -63,7 +65,7 @@ export function createTokenServiceHandlers(
       };
     }),
 
-    getOrProvision: unary("GetOrProvision", log, async (message, context) => {
+    getOrProvision: unary("GetOrProvision", async (message, context) => {
       const request = parseRequest(message, context);
       const result = await tokens.getOrProvision(context, request);
       return {
@@ -72,7 +74,7 @@ export function createTokenServiceHandlers(
       };
     }),
 
-    delete: unary("Delete", log, async (message, context) => {
+    delete: unary("Delete", async (message, context) => {
       const request = parseRequest(message, context);
       const deleted = await tokens.delete(
         context,

@@ -67,6 +67,43 @@ function loadReflectionDescriptors(): protoLoader.PackageDefinition {
 export interface GrpcServer {
   server: grpc.Server;
   health: HealthImplementation;
+  /** Ends every open health Watch stream with status OK. */
+  endHealthWatches(): void;
+}
+
+/**
+ * Adds the health service to the server and keeps its open Watch streams,
+ * which HealthImplementation does not expose, so that a shutdown can end
+ * them.
+ */
+function addHealthService(
+  server: grpc.Server,
+  health: HealthImplementation,
+): () => void {
+  const watches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
+  health.addToServer({
+    addService: (definition, implementation) => {
+      const watch = implementation.watch as grpc.handleServerStreamingCall<
+        unknown,
+        unknown
+      >;
+      server.addService(definition, {
+        ...implementation,
+        watch: (call: grpc.ServerWritableStream<unknown, unknown>) => {
+          watches.add(call);
+          call.on("cancelled", () => watches.delete(call));
+          watch(call);
+        },
+      });
+    },
+  });
+
+  return () => {
+    for (const call of watches) {
+      call.end();
+    }
+    watches.clear();
+  };
 }
 
 /** Creates the server with TokenService, health checking and reflection. */
@@ -96,10 +133,10 @@ export function createGrpcServer(
     "": "NOT_SERVING",
     [TOKEN_SERVICE_NAME]: "NOT_SERVING",
   });
-  health.addToServer(server);
+  const endHealthWatches = addHealthService(server, health);
 
   new ReflectionService(loadReflectionDescriptors()).addToServer(server);
-  return { server, health };
+  return { server, health, endHealthWatches };
 }
 
 /**

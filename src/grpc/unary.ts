@@ -33,6 +33,18 @@ export interface CallContext extends CallScope {
   clientServiceViolation?: FieldViolation;
 }
 
+/**
+ * Code run inside every handler, after the call context is built and before
+ * the handler's own work. A test seam: the fault suite throws from it to
+ * check that unexpected errors end as INTERNAL. main.ts never sets it.
+ */
+export interface CallHooks {
+  beforeHandler?: (
+    context: CallContext,
+    request: unknown,
+  ) => void | Promise<void>;
+}
+
 /** Request fields copied into the call's log line. */
 interface LoggedRequest {
   userId?: unknown;
@@ -133,6 +145,7 @@ export function unary<Req extends LoggedRequest, Res>(
   rpc: string,
   log: Logger,
   handle: UnaryHandler<Req, Res>,
+  hooks: CallHooks = {},
 ): handleUnaryCall<Req, Res> {
   return (call, callback) => {
     const startedAt = performance.now();
@@ -160,6 +173,7 @@ export function unary<Req extends LoggedRequest, Res>(
         signal: controller.signal,
         log: callLog,
       };
+      await hooks.beforeHandler?.(context, request);
       return handle(request, context);
     };
 
@@ -202,4 +216,12 @@ export function unary<Req extends LoggedRequest, Res>(
       },
     );
   };
+}
+
+/** Binds the logger and hooks of every handler of one service. */
+export function bindUnary(log: Logger, hooks: CallHooks = {}) {
+  return <Req extends LoggedRequest, Res>(
+    rpc: string,
+    handle: UnaryHandler<Req, Res>,
+  ): handleUnaryCall<Req, Res> => unary(rpc, log, handle, hooks);
 }

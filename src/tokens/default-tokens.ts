@@ -3,6 +3,7 @@ import type { Knex } from "knex";
 import {
   type CallScope,
   runTransaction,
+  statementBudgetMs,
   translateDatabaseError,
   type TransactionSettings,
 } from "../db/transaction";
@@ -45,6 +46,13 @@ export interface IssuedToken {
   signature: string;
 }
 
+/**
+ * Insert-or-lock rounds one transaction makes before ABORTED. A round fails
+ * only when a concurrent Delete removes the row that blocked the insert, so
+ * each retry follows another call's commit.
+ */
+const MAX_INSERT_ATTEMPTS = 3;
+
 /** A stored secret that no longer matches its hash: a corrupted row. */
 export class TokenIntegrityError extends Error {
   override name = "TokenIntegrityError";
@@ -77,16 +85,19 @@ export class DefaultTokens {
     request: DefaultTokenRequest,
   ): Promise<IssuedToken> {
     return this.transact(scope, async (trx) => {
-      const created = await this.insert(trx, request, null);
-      if (created) {
-        return created;
-      }
+      for (let attempt = 1; attempt <= MAX_INSERT_ATTEMPTS; attempt++) {
+        const created = await this.insert(trx, request, null);
+        if (created) {
+          return created;
+        }
 
-      const existing = await findDefaultToken(trx, request.owner);
-      if (!existing) {
-        throw this.vanishedError();
+        // A missing winner was deleted after the insert saw it; try again.
+        const existing = await findDefaultToken(trx, request.owner);
+        if (existing) {
+          throw new DefaultTokenExistsError(existing.id);
+        }
       }
-      throw new DefaultTokenExistsError(existing.id);
+      throw this.vanishedError();
     });
   }
 
@@ -196,8 +207,11 @@ export class DefaultTokens {
     scope: CallScope,
     owner: TokenOwner,
   ): Promise<TokenRecord | undefined> {
+    // The connection's default statement_timeout ignores the call's
+    // deadline, so the query carries its own timeout, capped by it.
+    const timeoutMs = statementBudgetMs(scope, this.settings.transaction);
     try {
-      return await findDefaultToken(this.db, owner);
+      return await findDefaultToken(this.db, owner, { timeoutMs });
     } catch (err) {
       throw translateDatabaseError(err, scope, this.settings.transaction);
     }
@@ -252,31 +266,31 @@ export class DefaultTokens {
    * alone cannot serialize callers when no row exists yet, so the insert
    * relies on the partial unique index: a caller that loses the race gets
    * no row back and locks the winner's row instead.
+   *
+   * @throws TransactionAbortedError when concurrent calls delete the row
+   *   between the insert and the lock on every attempt.
    */
   private async lockOrInsert(
     trx: Knex.Transaction,
     request: DefaultTokenRequest,
     reason: AuditReason | null,
   ): Promise<{ record: TokenRecord } | { created: IssuedToken }> {
-    const existing = await findDefaultToken(trx, request.owner, {
-      forUpdate: true,
-    });
-    if (existing) {
-      return { record: existing };
-    }
+    for (let attempt = 1; attempt <= MAX_INSERT_ATTEMPTS; attempt++) {
+      const existing = await findDefaultToken(trx, request.owner, {
+        forUpdate: true,
+      });
+      if (existing) {
+        return { record: existing };
+      }
 
-    const created = await this.insert(trx, request, reason);
-    if (created) {
-      return { created };
+      const created = await this.insert(trx, request, reason);
+      if (created) {
+        return { created };
+      }
+      // The insert met a committed row that a concurrent Delete removed
+      // before this call could lock it, so the lock found nothing: retry.
     }
-
-    const winner = await findDefaultToken(trx, request.owner, {
-      forUpdate: true,
-    });
-    if (!winner) {
-      throw this.vanishedError();
-    }
-    return { record: winner };
+    throw this.vanishedError();
   }
 
   /** Replaces a locked token's secret and records a `regenerate` event. */

@@ -112,12 +112,14 @@ function expiryFromNow(db: Queryable, lifetimeDays: number): Knex.Raw {
 
 /**
  * Reads the default token of an owner, or undefined. With `forUpdate` the
- * row stays locked until the transaction ends.
+ * row stays locked until the transaction ends. With `timeoutMs`, knex
+ * cancels the query on the server (pg_cancel_backend from a separate
+ * connection) once it runs that long, and rejects with KnexTimeoutError.
  */
 export async function findDefaultToken(
   db: Queryable,
   owner: TokenOwner,
-  options: { forUpdate?: boolean } = {},
+  options: { forUpdate?: boolean; timeoutMs?: number } = {},
 ): Promise<TokenRecord | undefined> {
   const query = db<TokenRow>(TABLE)
     .select(returningColumns(db))
@@ -125,6 +127,9 @@ export async function findDefaultToken(
     .first();
   if (options.forUpdate) {
     query.forUpdate();
+  }
+  if (options.timeoutMs !== undefined) {
+    query.timeout(options.timeoutMs, { cancel: true });
   }
 
   const row = (await query) as TokenRow | undefined;

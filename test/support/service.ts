@@ -7,7 +7,7 @@ import {
   type ServiceError,
 } from "@grpc/grpc-js";
 import type { Knex } from "knex";
-import { type App, startApp } from "../../src/app";
+import { type App, type AppOptions, startApp } from "../../src/app";
 import { type Config, loadConfig } from "../../src/config";
 import { TokenServiceClient } from "../../src/generated/token/v1/token_service";
 import { createLogger } from "../../src/logger";
@@ -51,8 +51,8 @@ export function testEnvironment(databaseUrl?: string): Record<string, string> {
   };
 }
 
-/** Options of startTestService beyond the environment. */
-export interface TestServiceOptions {
+/** Options of startTestService beyond the environment, test seams included. */
+export interface TestServiceOptions extends AppOptions {
   /** Changes the URL the service connects with, to route it via a proxy. */
   routeDatabaseUrl?: (url: URL) => void;
 }
@@ -71,7 +71,9 @@ export async function startTestService(
     ...env,
   });
   const logs = new LogCapture();
-  const app = await startApp(config, createLogger(config.logLevel, logs));
+  const app = await startApp(config, createLogger(config.logLevel, logs), {
+    hooks: options.hooks,
+  });
   const client = new TokenServiceClient(
     `127.0.0.1:${app.port}`,
     credentials.createInsecure(),
