@@ -9,6 +9,10 @@ export interface Measurement {
   floorCallsPerS: number;
   /** Committed and rolled-back transactions per call, from pg_stat_database. */
   transactionsPerCall?: number;
+  /** CPU time of the gRPC server process per call, in microseconds. */
+  serverCpuUsPerCall?: number;
+  /** CPU time of the load worker per call, in microseconds. */
+  clientCpuUsPerCall?: number;
 }
 
 /** A row of the report: a workload on one table size, over all rounds. */
@@ -29,6 +33,8 @@ export interface RowSummary {
   p95Ms: number;
   p99Ms: number;
   transactionsPerCall?: number;
+  serverCpuUsPerCall?: number;
+  clientCpuUsPerCall?: number;
   errors: number;
 }
 
@@ -37,9 +43,12 @@ export function summarizeRow(row: WorkloadRow): RowSummary {
   const of = (pick: (m: Measurement) => number) =>
     median(row.measurements.map(pick));
   const rates = row.measurements.map((m) => m.result.callsPerS);
-  const transactions = row.measurements
-    .map((m) => m.transactionsPerCall)
-    .filter((value): value is number => value !== undefined);
+  const medianOfDefined = (pick: (m: Measurement) => number | undefined) => {
+    const values = row.measurements
+      .map(pick)
+      .filter((value): value is number => value !== undefined);
+    return values.length > 0 ? median(values) : undefined;
+  };
 
   return {
     callsPerS: median(rates),
@@ -49,8 +58,9 @@ export function summarizeRow(row: WorkloadRow): RowSummary {
     p50Ms: of((m) => m.result.p50Ms),
     p95Ms: of((m) => m.result.p95Ms),
     p99Ms: of((m) => m.result.p99Ms),
-    transactionsPerCall:
-      transactions.length > 0 ? median(transactions) : undefined,
+    transactionsPerCall: medianOfDefined((m) => m.transactionsPerCall),
+    serverCpuUsPerCall: medianOfDefined((m) => m.serverCpuUsPerCall),
+    clientCpuUsPerCall: medianOfDefined((m) => m.clientCpuUsPerCall),
     errors: row.measurements.reduce((sum, m) => sum + m.result.errors, 0),
   };
 }
@@ -65,8 +75,10 @@ function fixed(value: number | undefined, digits: number): string {
 export function formatTable(rows: WorkloadRow[]): string {
   const lines = [
     "| workload | rows | calls/s (median) | min-max | x floor | p50 ms | " +
-      "p95 ms | p99 ms | p99/p50 | tx/call | errors |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+      "p95 ms | p99 ms | p99/p50 | tx/call | server CPU µs/call | " +
+      "client CPU µs/call | errors |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- " +
+      "| --- |",
   ];
   for (const row of rows) {
     const s = summarizeRow(row);
@@ -77,7 +89,9 @@ export function formatTable(rows: WorkloadRow[]): string {
         `${fixed(s.floorRatio, 2)} | ${fixed(s.p50Ms, 2)} | ` +
         `${fixed(s.p95Ms, 2)} | ${fixed(s.p99Ms, 2)} | ` +
         `${fixed(s.p99Ms / s.p50Ms, 1)} | ` +
-        `${fixed(s.transactionsPerCall, 2)} | ${s.errors} |`,
+        `${fixed(s.transactionsPerCall, 2)} | ` +
+        `${fixed(s.serverCpuUsPerCall, 0)} | ` +
+        `${fixed(s.clientCpuUsPerCall, 0)} | ${s.errors} |`,
     );
   }
   return lines.join("\n");

@@ -28,7 +28,11 @@ import {
 } from "./report";
 import { findMethod, SCENARIOS } from "./scenarios";
 import { type BenchKeys, dropBenchDatabase, seedBenchDatabase } from "./seed";
-import { type ServiceProcess, startServiceProcess } from "./service-process";
+import {
+  readCpuMs,
+  type ServiceProcess,
+  startServiceProcess,
+} from "./service-process";
 import { loadBenchSettings, type BenchSettings } from "./settings";
 import type { LoadResult } from "./stats";
 import { BENCH_ORG_ID, formatRows, type TableShape } from "./table";
@@ -41,7 +45,7 @@ const PGBENCH = "pgbench, same SQL";
 const CONNECTION_MARGIN = 10;
 
 /** Wait for backends to flush their pg_stat_database counters. */
-const STATS_FLUSH_MS = 1200;
+const STATS_FLUSH_MS = 2500;
 
 /** A user id no row has, to capture the hot-path SQL with. */
 const CAPTURE_USER_ID = "bench-capture-user";
@@ -118,17 +122,34 @@ async function countTransactions(databaseUrl: string): Promise<number> {
  */
 async function measure(
   databaseUrl: string | undefined,
+  pids: { server?: number; client?: number },
   work: () => Promise<LoadResult>,
-): Promise<{ result: LoadResult; transactionsPerCall?: number }> {
-  const before = databaseUrl ? await countTransactions(databaseUrl) : 0;
+): Promise<Omit<Measurement, "round" | "floorCallsPerS">> {
+  const transactionsBefore = databaseUrl
+    ? await countTransactions(databaseUrl)
+    : 0;
+  const serverCpuBefore = pids.server ? readCpuMs(pids.server) : 0;
+  const clientCpuBefore = pids.client ? readCpuMs(pids.client) : 0;
   const result = await work();
+
+  const usPerCall = (pid: number | undefined, before: number) =>
+    pid ? ((readCpuMs(pid) - before) * 1000) / result.totalCalls : undefined;
+  const cpu = {
+    serverCpuUsPerCall: usPerCall(pids.server, serverCpuBefore),
+    clientCpuUsPerCall: usPerCall(pids.client, clientCpuBefore),
+  };
   if (!databaseUrl) {
-    return { result };
+    return { result, ...cpu };
   }
 
   await sleep(STATS_FLUSH_MS);
-  const after = await countTransactions(databaseUrl);
-  return { result, transactionsPerCall: (after - before) / result.totalCalls };
+  const transactions =
+    (await countTransactions(databaseUrl)) - transactionsBefore;
+  return {
+    result,
+    ...cpu,
+    transactionsPerCall: transactions / result.totalCalls,
+  };
 }
 
 /** Captures the SQL that findDefaultToken sends, with its bindings. */
@@ -285,7 +306,7 @@ async function runRound(
   round: number,
   settings: BenchSettings,
   worker: ChildProcess,
-  emptyAddress: string,
+  emptyServer: { address: string; pid: number },
   targets: Target[],
   query: CapturedQuery,
   pgbench: { command?: string; clients: number; workDir: string },
@@ -297,14 +318,19 @@ async function runRound(
     durationS: settings.durationS,
   };
 
-  const floor = await runJob(worker, {
-    kind: "empty",
-    address: emptyAddress,
-    shape,
+  const measuredFloor = await measure(
+    undefined,
+    { server: emptyServer.pid, client: worker.pid },
+    () =>
+      runJob(worker, { kind: "empty", address: emptyServer.address, shape }),
+  );
+  log(`round ${round}: ${EMPTY_RPC}: ${formatResult(measuredFloor.result)}`);
+  const floorCallsPerS = measuredFloor.result.callsPerS;
+  results.add(EMPTY_RPC, undefined, {
+    round,
+    floorCallsPerS,
+    ...measuredFloor,
   });
-  log(`round ${round}: ${EMPTY_RPC}: ${formatResult(floor)}`);
-  const floorCallsPerS = floor.callsPerS;
-  results.add(EMPTY_RPC, undefined, { round, result: floor, floorCallsPerS });
 
   for (const target of targets) {
     const rows = target.table.rows;
@@ -322,14 +348,17 @@ async function runRound(
       if (!findMethod(scenario.method) || !selected(settings, scenario.name)) {
         continue;
       }
-      const measured = await measure(target.databaseUrl, () =>
-        runJob(worker, {
-          kind: "scenario",
-          address: target.service!.address,
-          scenario: scenario.name,
-          table: target.table,
-          shape,
-        }),
+      const measured = await measure(
+        target.databaseUrl,
+        { server: target.service!.pid, client: worker.pid },
+        () =>
+          runJob(worker, {
+            kind: "scenario",
+            address: target.service!.address,
+            scenario: scenario.name,
+            table: target.table,
+            shape,
+          }),
       );
       target.serviceCalls += measured.result.totalCalls;
       const repeatsAfter = scenario.repeatsAfter?.(target.table);
@@ -348,7 +377,7 @@ async function runRound(
     if (selected(settings, RAW_PG)) {
       record(
         RAW_PG,
-        await measure(target.databaseUrl, () =>
+        await measure(target.databaseUrl, { client: worker.pid }, () =>
           runJob(worker, {
             kind: "pg",
             databaseUrl: target.databaseUrl,
@@ -364,7 +393,7 @@ async function runRound(
     if (pgbench.command && selected(settings, PGBENCH)) {
       record(
         PGBENCH,
-        await measure(target.databaseUrl, () =>
+        await measure(target.databaseUrl, {}, () =>
           runPgbench({
             pgbench: pgbench.command!,
             databaseUrl: target.databaseUrl,
@@ -487,7 +516,7 @@ async function main(): Promise<void> {
         round,
         settings,
         worker,
-        empty.address,
+        { address: empty.address, pid: empty.child.pid! },
         targets,
         query,
         { command: pgbenchCommand, clients, workDir },

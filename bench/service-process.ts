@@ -32,6 +32,22 @@ export function readProcStatusKib(pid: number, field: string): number {
   return Number(match[1]);
 }
 
+/** Clock ticks per second of /proc/PID/stat; USER_HZ is 100 on Linux. */
+const CLOCK_TICKS_PER_S = 100;
+
+/**
+ * Reads the user plus system CPU time a process has used, in milliseconds,
+ * with a resolution of one clock tick (10 ms).
+ */
+export function readCpuMs(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name, which may hold spaces, start at "state";
+  // utime and stime are fields 14 and 15 of the whole line.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return (ticks * 1000) / CLOCK_TICKS_PER_S;
+}
+
 async function waitForPort(
   child: ChildProcess,
   logFile: string,
