@@ -318,25 +318,28 @@ async function runRound(
     durationS: settings.durationS,
   };
 
-  const measuredFloor = await measure(
-    undefined,
-    { server: emptyServer.pid, client: worker.pid },
-    () =>
-      runJob(worker, { kind: "empty", address: emptyServer.address, shape }),
-  );
-  log(`round ${round}: ${EMPTY_RPC}: ${formatResult(measuredFloor.result)}`);
-  const floorCallsPerS = measuredFloor.result.callsPerS;
-  results.add(EMPTY_RPC, undefined, {
-    round,
-    floorCallsPerS,
-    ...measuredFloor,
-  });
-
   for (const target of targets) {
     const rows = target.table.rows;
+
+    // The machine's load drifts within a round, so each table's workloads
+    // are compared with a floor measured just before them.
+    const measuredFloor = await measure(
+      undefined,
+      { server: emptyServer.pid, client: worker.pid },
+      () =>
+        runJob(worker, { kind: "empty", address: emptyServer.address, shape }),
+    );
+    log(`round ${round}: ${EMPTY_RPC}: ${formatResult(measuredFloor.result)}`);
+    const floorCallsPerS = measuredFloor.result.callsPerS;
+    results.add(EMPTY_RPC, undefined, {
+      round,
+      floorCallsPerS,
+      ...measuredFloor,
+    });
+
     const record = (
       workload: string,
-      measured: { result: LoadResult; transactionsPerCall?: number },
+      measured: Omit<Measurement, "round" | "floorCallsPerS">,
     ) => {
       log(
         `round ${round}: ${workload}, ${formatRows(rows)}: ${formatResult(measured.result)}`,
@@ -481,7 +484,12 @@ async function main(): Promise<void> {
           LOG_LEVEL: "info",
         },
         path.join(workDir, `${target.name}.log`),
-        settings.profile ? ["--cpu-prof", `--cpu-prof-dir=${workDir}`] : [],
+        [
+          ...settings.serviceNodeOptions,
+          ...(settings.profile
+            ? ["--cpu-prof", `--cpu-prof-dir=${workDir}`]
+            : []),
+        ],
       );
     }
 

@@ -17,6 +17,8 @@ export interface BenchSettings {
   adminUrl: string;
   /** Whether the service runs under `node --cpu-prof`. */
   profile: boolean;
+  /** Extra Node.js flags for the service, such as --max-semi-space-size=4. */
+  serviceNodeOptions: string[];
   /**
    * Workloads to run, matched as case-insensitive substrings of their
    * names; empty runs all. The empty-RPC floor always runs.
@@ -84,6 +86,9 @@ export function loadBenchSettings(env: Env = process.env): BenchSettings {
       env.TEST_DATABASE_URL ||
       "postgres://postgres@127.0.0.1:5432/postgres",
     profile: env.BENCH_PROFILE === "1",
+    serviceNodeOptions: (env.BENCH_SERVICE_NODE_OPTIONS ?? "")
+      .split(/\s+/)
+      .filter((flag) => flag !== ""),
     only: (env.BENCH_ONLY ?? "")
       .split(",")
       .map((entry) => entry.trim().toLowerCase())
