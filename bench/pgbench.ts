@@ -8,7 +8,7 @@ import { strideOf, type TableShape } from "./table";
 
 const run = promisify(execFile);
 
-/** Where Debian's PostgreSQL 15 packages install pgbench. */
+/** Path of pgbench in Debian's PostgreSQL 15 packages. */
 const PGBENCH_FALLBACK = "/usr/lib/postgresql/15/bin/pgbench";
 
 /** The hot-path statement, as the service's query builder sends it. */
@@ -16,7 +16,7 @@ export interface CapturedQuery {
   /** SQL with $1, $2 ... placeholders. */
   sql: string;
   bindings: unknown[];
-  /** The binding that holds the user id. */
+  /** The binding that contains the user id. */
   userBinding: string;
 }
 
@@ -68,7 +68,7 @@ function writeScript(options: PgbenchOptions): {
       return ":p_user";
     }
     // pgbench rejects an empty --define value, so an empty string goes in
-    // as a literal; the planner sees the same value either way.
+    // as a literal. The planner gets the same value either way.
     if (value === "") {
       return "''";
     }

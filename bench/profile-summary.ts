@@ -29,7 +29,7 @@ export function summarizeProfile(file: string, limit: number): string {
   const selfUs = new Map<string, number>();
   let totalUs = 0;
 
-  // Idle time says how long the process waited, not where it spent CPU.
+  // Idle time is time the process waited, not CPU it spent.
   profile.samples.forEach((id, index) => {
     const frame = nodes.get(id)!.callFrame;
     if (frame.functionName === "(idle)") {

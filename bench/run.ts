@@ -1,8 +1,8 @@
 /**
- * `npm run bench`: measures GetOrProvision (and ValidateToken, where the
- * generated client has it) against the limits under it, in one run and on
- * one PostgreSQL server: an empty grpc-js unary call, the same SQL through a
- * raw pg pool, and the same SQL through pgbench. Prints Markdown for
+ * `npm run bench`: measures GetOrProvision, and ValidateToken where the
+ * generated client has it, in one run and on one PostgreSQL server. The
+ * limits beside them are an empty grpc-js unary call, the same SQL through
+ * a raw pg pool and the same SQL through pgbench. Prints Markdown for
  * docs/benchmarks.md.
  */
 import { type ChildProcess, execFileSync, fork } from "node:child_process";
@@ -296,7 +296,7 @@ function checkTargets(
 
   checks.push({
     target: "service peak RSS (VmHWM) < 150 MB",
-    measured: `${peakRssMib.toFixed(0)} MiB`,
+    measured: `${peakRssMib.toFixed(0)} MiB = ${(peakRssMib * 1.048576).toFixed(0)} MB`,
     met: peakRssMib * 1.048576 < 150,
   });
   return checks;
@@ -413,7 +413,7 @@ async function runRound(
   }
 }
 
-/** Whether BENCH_ONLY selects a workload. */
+/** Checks whether BENCH_ONLY selects a workload. */
 function selected(settings: BenchSettings, workload: string): boolean {
   const name = workload.toLowerCase();
   return (

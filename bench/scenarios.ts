@@ -36,7 +36,7 @@ function auditContext(sequence: number) {
   };
 }
 
-/** Every scenario the bench knows, run in this order. */
+/** Every scenario of the bench, run in this order. */
 export const SCENARIOS: Scenario[] = [
   {
     // Login of a user who already has a valid token: the common case.

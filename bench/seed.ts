@@ -53,7 +53,7 @@ export function dropBenchDatabase(adminUrl: string, name: string) {
 /**
  * Writes every row except the sealed users' in one INSERT ... SELECT. The
  * secret of user n is computed in SQL exactly as benchSecret(n) does, so
- * its token_hash is real; the ciphertext and signature are filler of the
+ * its token_hash is real. The ciphertext and signature are filler of the
  * right length, under a key id the service does not have.
  */
 async function insertFillerRows(db: Knex, table: TableShape): Promise<void> {

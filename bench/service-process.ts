@@ -7,7 +7,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 /** Compiled entry point of the service, as `npm start` runs it. */
 const SERVICE_MAIN = path.resolve(__dirname, "..", "dist", "main.js");
 
-/** Longest wait for the service's "server started" log line. */
+/** Maximum wait for the service's "server started" log line. */
 const START_TIMEOUT_MS = 30_000;
 
 /** The service under test, running as a child process. */
@@ -30,6 +30,24 @@ export function readProcStatusKib(pid: number, field: string): number {
     throw new Error(`/proc/${pid}/status has no ${field} line`);
   }
   return Number(match[1]);
+}
+
+/**
+ * Returns the Node.js flags that `npm start` passes before dist/main.js, so
+ * that the bench runs the service as it is deployed.
+ */
+export function readStartFlags(): string[] {
+  const packageFile = path.resolve(__dirname, "..", "package.json");
+  const start: string =
+    JSON.parse(fs.readFileSync(packageFile, "utf8")).scripts?.start ?? "";
+  const command = start.split("&&").pop()!.trim().split(/\s+/);
+  if (command[0] !== "node" || command.at(-1) !== "dist/main.js") {
+    throw new Error(
+      `cannot read the Node.js flags from the start script ` +
+        `${JSON.stringify(start)}: expected "node [flags] dist/main.js" last`,
+    );
+  }
+  return command.slice(1, -1);
 }
 
 /** Clock ticks per second of /proc/PID/stat; USER_HZ is 100 on Linux. */
@@ -74,10 +92,10 @@ async function waitForPort(
 }
 
 /**
- * Starts dist/main.js with `env` added to this process's environment, its
- * log lines written to `logFile`, as a deployment would write them to a
- * file or a collector. `nodeOptions` go before the script, for example
- * --cpu-prof.
+ * Starts dist/main.js with the flags of `npm start` and `env` added to this
+ * process's environment, its log lines written to `logFile`, as a
+ * deployment would write them to a file or a collector. `nodeOptions` go
+ * after the start flags, for example --cpu-prof.
  */
 export async function startServiceProcess(
   env: Record<string, string>,
@@ -89,7 +107,8 @@ export async function startServiceProcess(
   }
 
   const log = fs.openSync(logFile, "w");
-  const child = spawn(process.execPath, [...nodeOptions, SERVICE_MAIN], {
+  const flags = [...readStartFlags(), ...nodeOptions];
+  const child = spawn(process.execPath, [...flags, SERVICE_MAIN], {
     env: { ...process.env, ...env, GRPC_ADDRESS: "127.0.0.1:0" },
     stdio: ["ignore", log, log],
   });

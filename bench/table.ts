@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
  * The rows of one bench database. User ids are the decimal numbers 1 to
  * `rows`, each with one valid default token in organization "". Every
  * `stride`-th user, `benchUsers` in all, has a secret sealed with the
- * service's key, so GetOrProvision can return it; the other rows have
+ * service's key, so GetOrProvision can return it. The other rows have
  * valid hashes but filler ciphertexts.
  */
 export interface TableShape {
