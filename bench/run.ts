@@ -30,6 +30,7 @@ import { findMethod, SCENARIOS } from "./scenarios";
 import { type BenchKeys, dropBenchDatabase, seedBenchDatabase } from "./seed";
 import {
   readCpuMs,
+  readStartFlags,
   type ServiceProcess,
   startServiceProcess,
 } from "./service-process";
@@ -550,9 +551,16 @@ async function main(): Promise<void> {
     }
 
     const minutes = ((Date.now() - startedAt) / 60_000).toFixed(1);
+    const benchEnv = Object.entries(process.env)
+      .filter(([name]) => name.startsWith("BENCH_") || name === "DB_POOL_MAX")
+      .map(([name, value]) => `${name}=${value} `)
+      .join("");
+    const serviceFlags = [...readStartFlags(), ...settings.serviceNodeOptions];
     const report = [
       `## Run of ${new Date().toISOString().slice(0, 16)}Z (${minutes} min)`,
       "",
+      `- command: \`${benchEnv}npm run bench\``,
+      `- service: \`node ${serviceFlags.join(" ")} dist/main.js\``,
       describeMachine(),
       `- settings: ${settings.concurrency} callers, ${settings.warmupS} s warm-up, ` +
         `${settings.durationS} s window, ${settings.rounds} rounds, pool ${settings.poolMax}, ` +
