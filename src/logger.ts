@@ -27,5 +27,11 @@ export function createLogger(
       censor: "[redacted]",
     },
   };
-  return destination ? pino(options, destination) : pino(options);
+  // Asynchronous writes: lines logged while a write is in flight go out
+  // together in the next one, so a busy server makes one system call for
+  // many call lines. pino flushes the buffer synchronously on exit.
+  return pino(
+    options,
+    destination ?? pino.destination({ dest: 1, sync: false }),
+  );
 }

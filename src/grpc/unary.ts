@@ -150,7 +150,8 @@ export function unary<Req extends LoggedRequest, Res>(
   return (call, callback) => {
     const startedAt = performance.now();
     const controller = new AbortController();
-    call.on("cancelled", () => controller.abort());
+    const abort = () => controller.abort();
+    call.on("cancelled", abort);
 
     const request = call.request;
     const callLog = log.child({
@@ -178,6 +179,10 @@ export function unary<Req extends LoggedRequest, Res>(
     };
 
     const finish = (code: status) => {
+      // grpc-js 1.10 and later emits "cancelled" at the end of every call,
+      // completed ones too. Aborting then would build an unused AbortError,
+      // stack trace included, for each call.
+      call.removeListener("cancelled", abort);
       const durationMs = Math.round((performance.now() - startedAt) * 10) / 10;
       callLog.info(
         {

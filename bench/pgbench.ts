@@ -1,0 +1,154 @@
+import { execFile } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { promisify } from "node:util";
+import type { LoadShape } from "./closed-loop";
+import { LatencyRecorder, type LoadResult } from "./stats";
+import { strideOf, type TableShape } from "./table";
+
+const run = promisify(execFile);
+
+/** Path of pgbench in Debian's PostgreSQL 15 packages. */
+const PGBENCH_FALLBACK = "/usr/lib/postgresql/15/bin/pgbench";
+
+/** The hot-path statement, as the service's query builder sends it. */
+export interface CapturedQuery {
+  /** SQL with $1, $2 ... placeholders. */
+  sql: string;
+  bindings: unknown[];
+  /** The binding that contains the user id. */
+  userBinding: string;
+}
+
+/** A pgbench run of the hot-path statement. */
+export interface PgbenchOptions {
+  pgbench: string;
+  databaseUrl: string;
+  query: CapturedQuery;
+  table: TableShape;
+  clients: number;
+  threads: number;
+  shape: LoadShape;
+  /** Folder for the script and the per-transaction logs. */
+  workDir: string;
+}
+
+/** Returns the pgbench command to use: on PATH, or Debian's folder. */
+export async function findPgbench(): Promise<string | undefined> {
+  for (const candidate of ["pgbench", PGBENCH_FALLBACK]) {
+    try {
+      await run(candidate, ["--version"]);
+      return candidate;
+    } catch {
+      // Try the next candidate.
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Writes a pgbench script that sends the captured statement with the same
+ * parameters: $n becomes :pn, the user id is drawn like the load worker's
+ * sealed users, and the other bindings are passed with --define so that
+ * they stay parameters under --protocol=extended.
+ */
+function writeScript(options: PgbenchOptions): {
+  file: string;
+  defines: string[];
+} {
+  const { query, table } = options;
+  const lines = [
+    `\\set k random(0, ${table.benchUsers - 1})`,
+    `\\set p_user 1 + :k * ${strideOf(table)}`,
+  ];
+  const defines: string[] = [];
+  const sql = query.sql.replace(/\$(\d+)/g, (_match, digits: string) => {
+    const value = query.bindings[Number(digits) - 1];
+    if (value === query.userBinding) {
+      return ":p_user";
+    }
+    // pgbench rejects an empty --define value, so an empty string goes in
+    // as a literal. The planner gets the same value either way.
+    if (value === "") {
+      return "''";
+    }
+    defines.push(`--define=p${digits}=${String(value)}`);
+    return `:p${digits}`;
+  });
+  lines.push(sql.replace(/\s+/g, " ") + ";");
+
+  const file = path.join(options.workDir, "hot-path.sql");
+  fs.writeFileSync(file, lines.join("\n") + "\n");
+  return { file, defines };
+}
+
+/** Reads the latency column (microseconds, third field) of pgbench logs. */
+function readLatencies(workDir: string, prefix: string): LatencyRecorder {
+  const recorder = new LatencyRecorder();
+  for (const name of fs.readdirSync(workDir)) {
+    if (!name.startsWith(prefix + ".")) {
+      continue;
+    }
+    const file = path.join(workDir, name);
+    for (const line of fs.readFileSync(file, "utf8").split("\n")) {
+      const fields = line.split(" ");
+      if (fields.length >= 3) {
+        recorder.add(Number(fields[2]) / 1000);
+      }
+    }
+    fs.rmSync(file);
+  }
+  return recorder;
+}
+
+/**
+ * Runs pgbench for the warm-up (unlogged), then for the measured window
+ * with per-transaction logging, and returns tps and latency percentiles.
+ */
+export async function runPgbench(options: PgbenchOptions): Promise<LoadResult> {
+  const { file, defines } = writeScript(options);
+  const common = [
+    "--no-vacuum",
+    "--protocol=extended",
+    `--client=${options.clients}`,
+    `--jobs=${options.threads}`,
+    `--file=${file}`,
+    ...defines,
+  ];
+
+  if (options.shape.warmupS > 0) {
+    await run(options.pgbench, [
+      ...common,
+      `--time=${Math.ceil(options.shape.warmupS)}`,
+      options.databaseUrl,
+    ]);
+  }
+
+  const prefix = "pgbench-log";
+  const { stdout } = await run(options.pgbench, [
+    ...common,
+    `--time=${Math.ceil(options.shape.durationS)}`,
+    "--log",
+    `--log-prefix=${path.join(options.workDir, prefix)}`,
+    options.databaseUrl,
+  ]);
+
+  const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(stdout);
+  const failed = /number of failed transactions: (\d+)/.exec(stdout);
+  const processed = /number of transactions actually processed: (\d+)/.exec(
+    stdout,
+  );
+  if (!tps || !processed) {
+    throw new Error(`could not read pgbench's output:\n${stdout}`);
+  }
+
+  const calls = Number(processed[1]);
+  return {
+    calls,
+    errors: failed ? Number(failed[1]) : 0,
+    totalCalls: calls,
+    durationS: options.shape.durationS,
+    callsPerS: Number(tps[1]),
+    ...readLatencies(options.workDir, prefix).summarize(),
+  };
+}

@@ -1,0 +1,139 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import fs from "node:fs";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+
+/** Compiled entry point of the service, as `npm start` runs it. */
+const SERVICE_MAIN = path.resolve(__dirname, "..", "dist", "main.js");
+
+/** Maximum wait for the service's "server started" log line. */
+const START_TIMEOUT_MS = 30_000;
+
+/** The service under test, running as a child process. */
+export interface ServiceProcess {
+  address: string;
+  pid: number;
+  /** File that receives the service's standard output and error. */
+  logFile: string;
+  /** Peak resident set size so far (VmHWM), in kibibytes. */
+  peakRssKib(): number;
+  /** Sends SIGTERM and waits for the process to exit. */
+  stop(): Promise<void>;
+}
+
+/** Reads one "Name:   123 kB" field of /proc/PID/status, in kibibytes. */
+export function readProcStatusKib(pid: number, field: string): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+  const match = new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(status);
+  if (!match) {
+    throw new Error(`/proc/${pid}/status has no ${field} line`);
+  }
+  return Number(match[1]);
+}
+
+/**
+ * Returns the Node.js flags that `npm start` passes before dist/main.js, so
+ * that the bench runs the service as it is deployed.
+ */
+export function readStartFlags(): string[] {
+  const packageFile = path.resolve(__dirname, "..", "package.json");
+  const start: string =
+    JSON.parse(fs.readFileSync(packageFile, "utf8")).scripts?.start ?? "";
+  const command = start.split("&&").pop()!.trim().split(/\s+/);
+  if (command[0] !== "node" || command.at(-1) !== "dist/main.js") {
+    throw new Error(
+      `cannot read the Node.js flags from the start script ` +
+        `${JSON.stringify(start)}: expected "node [flags] dist/main.js" last`,
+    );
+  }
+  return command.slice(1, -1);
+}
+
+/** Clock ticks per second of /proc/PID/stat; USER_HZ is 100 on Linux. */
+const CLOCK_TICKS_PER_S = 100;
+
+/**
+ * Reads the user plus system CPU time a process has used, in milliseconds,
+ * with a resolution of one clock tick (10 ms).
+ */
+export function readCpuMs(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name, which may hold spaces, start at "state";
+  // utime and stime are fields 14 and 15 of the whole line.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return (ticks * 1000) / CLOCK_TICKS_PER_S;
+}
+
+async function waitForPort(
+  child: ChildProcess,
+  logFile: string,
+): Promise<number> {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) {
+      break;
+    }
+    for (const line of fs.readFileSync(logFile, "utf8").split("\n")) {
+      if (line.includes('"server started"')) {
+        return (JSON.parse(line) as { port: number }).port;
+      }
+    }
+    await sleep(100);
+  }
+  const outcome =
+    child.exitCode === null
+      ? `within ${START_TIMEOUT_MS} ms`
+      : `before it exited with code ${child.exitCode}`;
+  throw new Error(
+    `the service did not log "server started" ${outcome}; see ${logFile}`,
+  );
+}
+
+/**
+ * Starts dist/main.js with the flags of `npm start` and `env` added to this
+ * process's environment, its log lines written to `logFile`, as a
+ * deployment would write them to a file or a collector. `nodeOptions` go
+ * after the start flags, for example --cpu-prof.
+ */
+export async function startServiceProcess(
+  env: Record<string, string>,
+  logFile: string,
+  nodeOptions: string[] = [],
+): Promise<ServiceProcess> {
+  if (!fs.existsSync(SERVICE_MAIN)) {
+    throw new Error(`${SERVICE_MAIN} is missing: run npm run build first`);
+  }
+
+  const log = fs.openSync(logFile, "w");
+  const flags = [...readStartFlags(), ...nodeOptions];
+  const child = spawn(process.execPath, [...flags, SERVICE_MAIN], {
+    env: { ...process.env, ...env, GRPC_ADDRESS: "127.0.0.1:0" },
+    stdio: ["ignore", log, log],
+  });
+  fs.closeSync(log);
+
+  let port: number;
+  try {
+    port = await waitForPort(child, logFile);
+  } catch (err) {
+    child.kill("SIGKILL");
+    throw err;
+  }
+
+  const pid = child.pid!;
+  return {
+    address: `127.0.0.1:${port}`,
+    pid,
+    logFile,
+    peakRssKib: () => readProcStatusKib(pid, "VmHWM"),
+    stop: async () => {
+      if (child.exitCode === null) {
+        const exited = once(child, "exit");
+        child.kill("SIGTERM");
+        await exited;
+      }
+    },
+  };
+}
