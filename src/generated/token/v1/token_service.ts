@@ -18,6 +18,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "../../google/protobuf/duration";
 import { Timestamp } from "../../google/protobuf/timestamp";
 
 export const protobufPackage = "token.v1";
@@ -123,6 +124,182 @@ export function tokenKindToJSON(object: TokenKind): string {
   }
 }
 
+/** Outcome of checking a secret. */
+export enum ValidationResult {
+  /** VALIDATION_RESULT_UNSPECIFIED - Not set. Never returned by the service. */
+  VALIDATION_RESULT_UNSPECIFIED = 0,
+  /**
+   * VALIDATION_RESULT_VALID - The secret belongs to an enabled, unexpired token, or is the previous
+   * secret of one inside its grace period.
+   */
+  VALIDATION_RESULT_VALID = 1,
+  /** VALIDATION_RESULT_NOT_FOUND - No token has this secret, as its current or previous secret. */
+  VALIDATION_RESULT_NOT_FOUND = 2,
+  /**
+   * VALIDATION_RESULT_EXPIRED - The token expired, or the secret is a previous secret whose grace
+   * period has ended.
+   */
+  VALIDATION_RESULT_EXPIRED = 3,
+  /** VALIDATION_RESULT_DISABLED - The token is disabled. Takes precedence over EXPIRED. */
+  VALIDATION_RESULT_DISABLED = 4,
+  /**
+   * VALIDATION_RESULT_MALFORMED - The string is neither `vtk_` with 43 base64url characters nor 32
+   * lowercase hex characters. No lookup was made.
+   */
+  VALIDATION_RESULT_MALFORMED = 5,
+  UNRECOGNIZED = -1,
+}
+
+export function validationResultFromJSON(object: any): ValidationResult {
+  switch (object) {
+    case 0:
+    case "VALIDATION_RESULT_UNSPECIFIED":
+      return ValidationResult.VALIDATION_RESULT_UNSPECIFIED;
+    case 1:
+    case "VALIDATION_RESULT_VALID":
+      return ValidationResult.VALIDATION_RESULT_VALID;
+    case 2:
+    case "VALIDATION_RESULT_NOT_FOUND":
+      return ValidationResult.VALIDATION_RESULT_NOT_FOUND;
+    case 3:
+    case "VALIDATION_RESULT_EXPIRED":
+      return ValidationResult.VALIDATION_RESULT_EXPIRED;
+    case 4:
+    case "VALIDATION_RESULT_DISABLED":
+      return ValidationResult.VALIDATION_RESULT_DISABLED;
+    case 5:
+    case "VALIDATION_RESULT_MALFORMED":
+      return ValidationResult.VALIDATION_RESULT_MALFORMED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ValidationResult.UNRECOGNIZED;
+  }
+}
+
+export function validationResultToJSON(object: ValidationResult): string {
+  switch (object) {
+    case ValidationResult.VALIDATION_RESULT_UNSPECIFIED:
+      return "VALIDATION_RESULT_UNSPECIFIED";
+    case ValidationResult.VALIDATION_RESULT_VALID:
+      return "VALIDATION_RESULT_VALID";
+    case ValidationResult.VALIDATION_RESULT_NOT_FOUND:
+      return "VALIDATION_RESULT_NOT_FOUND";
+    case ValidationResult.VALIDATION_RESULT_EXPIRED:
+      return "VALIDATION_RESULT_EXPIRED";
+    case ValidationResult.VALIDATION_RESULT_DISABLED:
+      return "VALIDATION_RESULT_DISABLED";
+    case ValidationResult.VALIDATION_RESULT_MALFORMED:
+      return "VALIDATION_RESULT_MALFORMED";
+    case ValidationResult.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** What a change did to a token. */
+export enum AuditAction {
+  /** AUDIT_ACTION_UNSPECIFIED - Not set. Never returned by the service. */
+  AUDIT_ACTION_UNSPECIFIED = 0,
+  /** AUDIT_ACTION_CREATE - A default token was created. */
+  AUDIT_ACTION_CREATE = 1,
+  /** AUDIT_ACTION_REGENERATE - A default token got a new secret. */
+  AUDIT_ACTION_REGENERATE = 2,
+  /** AUDIT_ACTION_DELETE - A default token was deleted. */
+  AUDIT_ACTION_DELETE = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function auditActionFromJSON(object: any): AuditAction {
+  switch (object) {
+    case 0:
+    case "AUDIT_ACTION_UNSPECIFIED":
+      return AuditAction.AUDIT_ACTION_UNSPECIFIED;
+    case 1:
+    case "AUDIT_ACTION_CREATE":
+      return AuditAction.AUDIT_ACTION_CREATE;
+    case 2:
+    case "AUDIT_ACTION_REGENERATE":
+      return AuditAction.AUDIT_ACTION_REGENERATE;
+    case 3:
+    case "AUDIT_ACTION_DELETE":
+      return AuditAction.AUDIT_ACTION_DELETE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return AuditAction.UNRECOGNIZED;
+  }
+}
+
+export function auditActionToJSON(object: AuditAction): string {
+  switch (object) {
+    case AuditAction.AUDIT_ACTION_UNSPECIFIED:
+      return "AUDIT_ACTION_UNSPECIFIED";
+    case AuditAction.AUDIT_ACTION_CREATE:
+      return "AUDIT_ACTION_CREATE";
+    case AuditAction.AUDIT_ACTION_REGENERATE:
+      return "AUDIT_ACTION_REGENERATE";
+    case AuditAction.AUDIT_ACTION_DELETE:
+      return "AUDIT_ACTION_DELETE";
+    case AuditAction.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/**
+ * Why the service changed a token on its own, when no caller asked for the
+ * change itself.
+ */
+export enum AuditReason {
+  /** AUDIT_REASON_UNSPECIFIED - The caller asked for the change (CreateDefault, Regenerate, Delete). */
+  AUDIT_REASON_UNSPECIFIED = 0,
+  /** AUDIT_REASON_PROVISION - GetOrProvision created a missing token. */
+  AUDIT_REASON_PROVISION = 1,
+  /** AUDIT_REASON_EXPIRED - GetOrProvision replaced an expired token. */
+  AUDIT_REASON_EXPIRED = 2,
+  /** AUDIT_REASON_DISABLED - GetOrProvision replaced a disabled token. */
+  AUDIT_REASON_DISABLED = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function auditReasonFromJSON(object: any): AuditReason {
+  switch (object) {
+    case 0:
+    case "AUDIT_REASON_UNSPECIFIED":
+      return AuditReason.AUDIT_REASON_UNSPECIFIED;
+    case 1:
+    case "AUDIT_REASON_PROVISION":
+      return AuditReason.AUDIT_REASON_PROVISION;
+    case 2:
+    case "AUDIT_REASON_EXPIRED":
+      return AuditReason.AUDIT_REASON_EXPIRED;
+    case 3:
+    case "AUDIT_REASON_DISABLED":
+      return AuditReason.AUDIT_REASON_DISABLED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return AuditReason.UNRECOGNIZED;
+  }
+}
+
+export function auditReasonToJSON(object: AuditReason): string {
+  switch (object) {
+    case AuditReason.AUDIT_REASON_UNSPECIFIED:
+      return "AUDIT_REASON_UNSPECIFIED";
+    case AuditReason.AUDIT_REASON_PROVISION:
+      return "AUDIT_REASON_PROVISION";
+    case AuditReason.AUDIT_REASON_EXPIRED:
+      return "AUDIT_REASON_EXPIRED";
+    case AuditReason.AUDIT_REASON_DISABLED:
+      return "AUDIT_REASON_DISABLED";
+    case AuditReason.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /**
  * Who asked for a change, as the gateway saw the original request. Every
  * field is stored in the audit event; none of them grants anything.
@@ -131,6 +308,17 @@ export interface AuditContext {
   /**
    * The gateway's request id, for tracing a change back to one HTTP request.
    * At most 128 characters, no control characters.
+   *
+   * A non-empty request_id also makes a mutating call idempotent. A retry
+   * from the same calling service to the same RPC with the same request_id
+   * and an identical request returns the first call's response, including
+   * the secret it issued, and changes nothing. The same request_id with a
+   * different request fails with INVALID_ARGUMENT naming
+   * `audit.request_id`. Only successful calls are remembered, for
+   * IDEMPOTENCY_TTL_SECONDS (one day by default). Empty means no
+   * idempotency. GetOrProvision calls that return an existing valid token
+   * unchanged are not remembered, because repeating them has the same
+   * effect.
    */
   requestId: string;
   /**
@@ -235,7 +423,18 @@ export interface RegenerateRequest {
    */
   orgId: string;
   /** Who asked, for the audit event. */
-  audit: AuditContext | undefined;
+  audit:
+    | AuditContext
+    | undefined;
+  /**
+   * How long the previous secret keeps validating after the rotation, so
+   * that clients holding it can switch over: 0 to 24 hours, in whole
+   * milliseconds (finer parts are dropped). Unset or zero stops the
+   * previous secret at once. A negative value fails with INVALID_ARGUMENT.
+   * The period never extends the previous secret past the token's expiry,
+   * and it is not applied when the token was disabled or expired.
+   */
+  gracePeriod: Duration | undefined;
 }
 
 /** The default token with its new secret. */
@@ -246,6 +445,11 @@ export interface RegenerateResponse {
     | undefined;
   /** True when there was no default token and this call created it. */
   created: boolean;
+  /**
+   * When the previous secret stops validating; unset when it stopped at
+   * once (no grace period, or none applied).
+   */
+  graceEndsAt: Date | undefined;
 }
 
 /** Request for the valid default token, provisioning one if needed. */
@@ -307,6 +511,148 @@ export interface DeleteResponse {
    * token was missing and `allow_missing` was set.
    */
   token: Token | undefined;
+}
+
+/** Request for the default token, without provisioning one. */
+export interface GetDefaultRequest {
+  /**
+   * Owner of the token: 1 to 255 characters, no control characters, no
+   * leading or trailing spaces.
+   */
+  userId: string;
+  /**
+   * Organization: 0 to 255 characters with the same rules as user_id; empty
+   * means no organization.
+   */
+  orgId: string;
+}
+
+/** The default token as it is stored. */
+export interface GetDefaultResponse {
+  /**
+   * The default token, secret included, in any status (active, expired or
+   * disabled).
+   */
+  token: Token | undefined;
+}
+
+/** Request to check a bearer secret. */
+export interface ValidateTokenRequest {
+  /** The bearer secret as the client presented it. */
+  secret: string;
+}
+
+/**
+ * What the service knows about a secret. The token fields are set for
+ * VALID, EXPIRED and DISABLED, and empty for NOT_FOUND and MALFORMED.
+ */
+export interface ValidateTokenResponse {
+  /** Outcome of the check. */
+  result: ValidationResult;
+  /** Id of the token the secret belongs to. */
+  tokenId: string;
+  /** Owner of the token. */
+  userId: string;
+  /** Organization of the token; empty means no organization. */
+  orgId: string;
+  /** Whether the system or a person manages the token. */
+  kind: TokenKind;
+  /** Display label of the token. */
+  label: string;
+  /**
+   * When the token expires; unset when it never expires. For a previous
+   * secret this is the token's expiry, and `grace_ends_at` is when the
+   * previous secret stops.
+   */
+  expiresAt:
+    | Date
+    | undefined;
+  /**
+   * True when the secret is the token's previous secret, replaced by a
+   * Regenerate call with a grace period.
+   */
+  previousSecret: boolean;
+  /**
+   * When the previous secret stops validating. Set only when
+   * `previous_secret` is true.
+   */
+  graceEndsAt: Date | undefined;
+}
+
+/** Request for one page of a user's audit events. */
+export interface ListAuditEventsRequest {
+  /**
+   * Owner of the events: 1 to 255 characters, no control characters, no
+   * leading or trailing spaces.
+   */
+  userId: string;
+  /**
+   * Organization: 0 to 255 characters with the same rules as user_id; empty
+   * means no organization.
+   */
+  orgId: string;
+  /**
+   * Maximum number of events to return: 1 to 500, or 0 for the default of
+   * 50. Other values fail with INVALID_ARGUMENT.
+   */
+  pageSize: number;
+  /**
+   * The `next_page_token` of the previous page, or empty for the first
+   * page. It is valid only for the same user_id and org_id; a token that
+   * was altered or made for another owner fails with INVALID_ARGUMENT
+   * naming `page_token`.
+   */
+  pageToken: string;
+}
+
+/** One page of audit events. */
+export interface ListAuditEventsResponse {
+  /** The events, newest first. */
+  events: AuditEvent[];
+  /** Token for the next page; empty on the last page. */
+  nextPageToken: string;
+}
+
+/**
+ * One recorded change of a default token. It contains the masked secret
+ * only, never the secret, its hash or its signature.
+ */
+export interface AuditEvent {
+  /** Id of the event, a decimal number that grows with each event. */
+  id: string;
+  /** Id of the token that changed; the token may since have been deleted. */
+  tokenId: string;
+  /** What the change did. */
+  action: AuditAction;
+  /** Why the service made the change, when no caller asked for it. */
+  reason: AuditReason;
+  /** Label of the token at the time of the change. */
+  label: string;
+  /** Kind of the token at the time of the change. */
+  kind: TokenKind;
+  /** Masked secret after the change (before it, for a deletion). */
+  masked: string;
+  /** Name of the RPC that made the change, such as `Regenerate`. */
+  rpc: string;
+  /** The calling service, or empty when it did not name itself. */
+  clientService: string;
+  /** The gateway's request id, or empty. */
+  requestId: string;
+  /** The person who acted when it was not the token's user, or empty. */
+  actorId: string;
+  /** The end client's IP address, or empty when unknown. */
+  clientIp: string;
+  /** The end client's User-Agent header, or empty. */
+  userAgent: string;
+  /** When the change was made: the start of its database transaction. */
+  createdAt:
+    | Date
+    | undefined;
+  /**
+   * For a `regenerate` with a grace period, how long the previous secret
+   * kept validating; unset otherwise.
+   */
+  gracePeriod: Duration | undefined;
 }
 
 function createBaseAuditContext(): AuditContext {
@@ -920,7 +1266,7 @@ export const CreateDefaultResponse: MessageFns<CreateDefaultResponse> = {
 };
 
 function createBaseRegenerateRequest(): RegenerateRequest {
-  return { userId: "", orgId: "", audit: undefined };
+  return { userId: "", orgId: "", audit: undefined, gracePeriod: undefined };
 }
 
 export const RegenerateRequest: MessageFns<RegenerateRequest> = {
@@ -933,6 +1279,9 @@ export const RegenerateRequest: MessageFns<RegenerateRequest> = {
     }
     if (message.audit !== undefined) {
       AuditContext.encode(message.audit, writer.uint32(26).fork()).join();
+    }
+    if (message.gracePeriod !== undefined) {
+      Duration.encode(message.gracePeriod, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -974,6 +1323,14 @@ export const RegenerateRequest: MessageFns<RegenerateRequest> = {
             message.audit = AuditContext.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.gracePeriod = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -999,6 +1356,11 @@ export const RegenerateRequest: MessageFns<RegenerateRequest> = {
         ? globalThis.String(object.org_id)
         : "",
       audit: isSet(object.audit) ? AuditContext.fromJSON(object.audit) : undefined,
+      gracePeriod: isSet(object.gracePeriod)
+        ? Duration.fromJSON(object.gracePeriod)
+        : isSet(object.grace_period)
+        ? Duration.fromJSON(object.grace_period)
+        : undefined,
     };
   },
 
@@ -1013,6 +1375,9 @@ export const RegenerateRequest: MessageFns<RegenerateRequest> = {
     if (message.audit !== undefined) {
       obj.audit = AuditContext.toJSON(message.audit);
     }
+    if (message.gracePeriod !== undefined) {
+      obj.gracePeriod = Duration.toJSON(message.gracePeriod);
+    }
     return obj;
   },
 
@@ -1026,12 +1391,15 @@ export const RegenerateRequest: MessageFns<RegenerateRequest> = {
     message.audit = (object.audit !== undefined && object.audit !== null)
       ? AuditContext.fromPartial(object.audit)
       : undefined;
+    message.gracePeriod = (object.gracePeriod !== undefined && object.gracePeriod !== null)
+      ? Duration.fromPartial(object.gracePeriod)
+      : undefined;
     return message;
   },
 };
 
 function createBaseRegenerateResponse(): RegenerateResponse {
-  return { token: undefined, created: false };
+  return { token: undefined, created: false, graceEndsAt: undefined };
 }
 
 export const RegenerateResponse: MessageFns<RegenerateResponse> = {
@@ -1041,6 +1409,9 @@ export const RegenerateResponse: MessageFns<RegenerateResponse> = {
     }
     if (message.created !== false) {
       writer.uint32(16).bool(message.created);
+    }
+    if (message.graceEndsAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.graceEndsAt), writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -1074,6 +1445,14 @@ export const RegenerateResponse: MessageFns<RegenerateResponse> = {
             message.created = reader.bool();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.graceEndsAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1090,6 +1469,11 @@ export const RegenerateResponse: MessageFns<RegenerateResponse> = {
     return {
       token: isSet(object.token) ? Token.fromJSON(object.token) : undefined,
       created: isSet(object.created) ? globalThis.Boolean(object.created) : false,
+      graceEndsAt: isSet(object.graceEndsAt)
+        ? fromJsonTimestamp(object.graceEndsAt)
+        : isSet(object.grace_ends_at)
+        ? fromJsonTimestamp(object.grace_ends_at)
+        : undefined,
     };
   },
 
@@ -1101,6 +1485,9 @@ export const RegenerateResponse: MessageFns<RegenerateResponse> = {
     if (message.created !== false) {
       obj.created = message.created;
     }
+    if (message.graceEndsAt !== undefined) {
+      obj.graceEndsAt = message.graceEndsAt.toISOString();
+    }
     return obj;
   },
 
@@ -1111,6 +1498,7 @@ export const RegenerateResponse: MessageFns<RegenerateResponse> = {
     const message = createBaseRegenerateResponse();
     message.token = (object.token !== undefined && object.token !== null) ? Token.fromPartial(object.token) : undefined;
     message.created = object.created ?? false;
+    message.graceEndsAt = object.graceEndsAt ?? undefined;
     return message;
   },
 };
@@ -1509,6 +1897,1029 @@ export const DeleteResponse: MessageFns<DeleteResponse> = {
   },
 };
 
+function createBaseGetDefaultRequest(): GetDefaultRequest {
+  return { userId: "", orgId: "" };
+}
+
+export const GetDefaultRequest: MessageFns<GetDefaultRequest> = {
+  encode(message: GetDefaultRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.orgId !== "") {
+      writer.uint32(18).string(message.orgId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetDefaultRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetDefaultRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.orgId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetDefaultRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      orgId: isSet(object.orgId)
+        ? globalThis.String(object.orgId)
+        : isSet(object.org_id)
+        ? globalThis.String(object.org_id)
+        : "",
+    };
+  },
+
+  toJSON(message: GetDefaultRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.orgId !== "") {
+      obj.orgId = message.orgId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetDefaultRequest>, I>>(base?: I): GetDefaultRequest {
+    return GetDefaultRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetDefaultRequest>, I>>(object: I): GetDefaultRequest {
+    const message = createBaseGetDefaultRequest();
+    message.userId = object.userId ?? "";
+    message.orgId = object.orgId ?? "";
+    return message;
+  },
+};
+
+function createBaseGetDefaultResponse(): GetDefaultResponse {
+  return { token: undefined };
+}
+
+export const GetDefaultResponse: MessageFns<GetDefaultResponse> = {
+  encode(message: GetDefaultResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.token !== undefined) {
+      Token.encode(message.token, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetDefaultResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetDefaultResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.token = Token.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetDefaultResponse {
+    return { token: isSet(object.token) ? Token.fromJSON(object.token) : undefined };
+  },
+
+  toJSON(message: GetDefaultResponse): unknown {
+    const obj: any = {};
+    if (message.token !== undefined) {
+      obj.token = Token.toJSON(message.token);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetDefaultResponse>, I>>(base?: I): GetDefaultResponse {
+    return GetDefaultResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetDefaultResponse>, I>>(object: I): GetDefaultResponse {
+    const message = createBaseGetDefaultResponse();
+    message.token = (object.token !== undefined && object.token !== null) ? Token.fromPartial(object.token) : undefined;
+    return message;
+  },
+};
+
+function createBaseValidateTokenRequest(): ValidateTokenRequest {
+  return { secret: "" };
+}
+
+export const ValidateTokenRequest: MessageFns<ValidateTokenRequest> = {
+  encode(message: ValidateTokenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.secret !== "") {
+      writer.uint32(10).string(message.secret);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ValidateTokenRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseValidateTokenRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.secret = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ValidateTokenRequest {
+    return { secret: isSet(object.secret) ? globalThis.String(object.secret) : "" };
+  },
+
+  toJSON(message: ValidateTokenRequest): unknown {
+    const obj: any = {};
+    if (message.secret !== "") {
+      obj.secret = message.secret;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ValidateTokenRequest>, I>>(base?: I): ValidateTokenRequest {
+    return ValidateTokenRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ValidateTokenRequest>, I>>(object: I): ValidateTokenRequest {
+    const message = createBaseValidateTokenRequest();
+    message.secret = object.secret ?? "";
+    return message;
+  },
+};
+
+function createBaseValidateTokenResponse(): ValidateTokenResponse {
+  return {
+    result: 0,
+    tokenId: "",
+    userId: "",
+    orgId: "",
+    kind: 0,
+    label: "",
+    expiresAt: undefined,
+    previousSecret: false,
+    graceEndsAt: undefined,
+  };
+}
+
+export const ValidateTokenResponse: MessageFns<ValidateTokenResponse> = {
+  encode(message: ValidateTokenResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.result !== 0) {
+      writer.uint32(8).int32(message.result);
+    }
+    if (message.tokenId !== "") {
+      writer.uint32(18).string(message.tokenId);
+    }
+    if (message.userId !== "") {
+      writer.uint32(26).string(message.userId);
+    }
+    if (message.orgId !== "") {
+      writer.uint32(34).string(message.orgId);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(40).int32(message.kind);
+    }
+    if (message.label !== "") {
+      writer.uint32(50).string(message.label);
+    }
+    if (message.expiresAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.expiresAt), writer.uint32(58).fork()).join();
+    }
+    if (message.previousSecret !== false) {
+      writer.uint32(64).bool(message.previousSecret);
+    }
+    if (message.graceEndsAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.graceEndsAt), writer.uint32(74).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ValidateTokenResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseValidateTokenResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.result = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.tokenId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.orgId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.label = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.expiresAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.previousSecret = reader.bool();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.graceEndsAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ValidateTokenResponse {
+    return {
+      result: isSet(object.result) ? validationResultFromJSON(object.result) : 0,
+      tokenId: isSet(object.tokenId)
+        ? globalThis.String(object.tokenId)
+        : isSet(object.token_id)
+        ? globalThis.String(object.token_id)
+        : "",
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      orgId: isSet(object.orgId)
+        ? globalThis.String(object.orgId)
+        : isSet(object.org_id)
+        ? globalThis.String(object.org_id)
+        : "",
+      kind: isSet(object.kind) ? tokenKindFromJSON(object.kind) : 0,
+      label: isSet(object.label) ? globalThis.String(object.label) : "",
+      expiresAt: isSet(object.expiresAt)
+        ? fromJsonTimestamp(object.expiresAt)
+        : isSet(object.expires_at)
+        ? fromJsonTimestamp(object.expires_at)
+        : undefined,
+      previousSecret: isSet(object.previousSecret)
+        ? globalThis.Boolean(object.previousSecret)
+        : isSet(object.previous_secret)
+        ? globalThis.Boolean(object.previous_secret)
+        : false,
+      graceEndsAt: isSet(object.graceEndsAt)
+        ? fromJsonTimestamp(object.graceEndsAt)
+        : isSet(object.grace_ends_at)
+        ? fromJsonTimestamp(object.grace_ends_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: ValidateTokenResponse): unknown {
+    const obj: any = {};
+    if (message.result !== 0) {
+      obj.result = validationResultToJSON(message.result);
+    }
+    if (message.tokenId !== "") {
+      obj.tokenId = message.tokenId;
+    }
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.orgId !== "") {
+      obj.orgId = message.orgId;
+    }
+    if (message.kind !== 0) {
+      obj.kind = tokenKindToJSON(message.kind);
+    }
+    if (message.label !== "") {
+      obj.label = message.label;
+    }
+    if (message.expiresAt !== undefined) {
+      obj.expiresAt = message.expiresAt.toISOString();
+    }
+    if (message.previousSecret !== false) {
+      obj.previousSecret = message.previousSecret;
+    }
+    if (message.graceEndsAt !== undefined) {
+      obj.graceEndsAt = message.graceEndsAt.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ValidateTokenResponse>, I>>(base?: I): ValidateTokenResponse {
+    return ValidateTokenResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ValidateTokenResponse>, I>>(object: I): ValidateTokenResponse {
+    const message = createBaseValidateTokenResponse();
+    message.result = object.result ?? 0;
+    message.tokenId = object.tokenId ?? "";
+    message.userId = object.userId ?? "";
+    message.orgId = object.orgId ?? "";
+    message.kind = object.kind ?? 0;
+    message.label = object.label ?? "";
+    message.expiresAt = object.expiresAt ?? undefined;
+    message.previousSecret = object.previousSecret ?? false;
+    message.graceEndsAt = object.graceEndsAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseListAuditEventsRequest(): ListAuditEventsRequest {
+  return { userId: "", orgId: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListAuditEventsRequest: MessageFns<ListAuditEventsRequest> = {
+  encode(message: ListAuditEventsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.orgId !== "") {
+      writer.uint32(18).string(message.orgId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(24).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(34).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListAuditEventsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListAuditEventsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.orgId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListAuditEventsRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      orgId: isSet(object.orgId)
+        ? globalThis.String(object.orgId)
+        : isSet(object.org_id)
+        ? globalThis.String(object.org_id)
+        : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListAuditEventsRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.orgId !== "") {
+      obj.orgId = message.orgId;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListAuditEventsRequest>, I>>(base?: I): ListAuditEventsRequest {
+    return ListAuditEventsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListAuditEventsRequest>, I>>(object: I): ListAuditEventsRequest {
+    const message = createBaseListAuditEventsRequest();
+    message.userId = object.userId ?? "";
+    message.orgId = object.orgId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListAuditEventsResponse(): ListAuditEventsResponse {
+  return { events: [], nextPageToken: "" };
+}
+
+export const ListAuditEventsResponse: MessageFns<ListAuditEventsResponse> = {
+  encode(message: ListAuditEventsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.events) {
+      AuditEvent.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListAuditEventsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListAuditEventsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.events.push(AuditEvent.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListAuditEventsResponse {
+    return {
+      events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => AuditEvent.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListAuditEventsResponse): unknown {
+    const obj: any = {};
+    if (message.events?.length) {
+      obj.events = message.events.map((e) => AuditEvent.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListAuditEventsResponse>, I>>(base?: I): ListAuditEventsResponse {
+    return ListAuditEventsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListAuditEventsResponse>, I>>(object: I): ListAuditEventsResponse {
+    const message = createBaseListAuditEventsResponse();
+    message.events = object.events?.map((e) => AuditEvent.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseAuditEvent(): AuditEvent {
+  return {
+    id: "",
+    tokenId: "",
+    action: 0,
+    reason: 0,
+    label: "",
+    kind: 0,
+    masked: "",
+    rpc: "",
+    clientService: "",
+    requestId: "",
+    actorId: "",
+    clientIp: "",
+    userAgent: "",
+    createdAt: undefined,
+    gracePeriod: undefined,
+  };
+}
+
+export const AuditEvent: MessageFns<AuditEvent> = {
+  encode(message: AuditEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.tokenId !== "") {
+      writer.uint32(18).string(message.tokenId);
+    }
+    if (message.action !== 0) {
+      writer.uint32(24).int32(message.action);
+    }
+    if (message.reason !== 0) {
+      writer.uint32(32).int32(message.reason);
+    }
+    if (message.label !== "") {
+      writer.uint32(42).string(message.label);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(48).int32(message.kind);
+    }
+    if (message.masked !== "") {
+      writer.uint32(58).string(message.masked);
+    }
+    if (message.rpc !== "") {
+      writer.uint32(66).string(message.rpc);
+    }
+    if (message.clientService !== "") {
+      writer.uint32(74).string(message.clientService);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(82).string(message.requestId);
+    }
+    if (message.actorId !== "") {
+      writer.uint32(90).string(message.actorId);
+    }
+    if (message.clientIp !== "") {
+      writer.uint32(98).string(message.clientIp);
+    }
+    if (message.userAgent !== "") {
+      writer.uint32(106).string(message.userAgent);
+    }
+    if (message.createdAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(114).fork()).join();
+    }
+    if (message.gracePeriod !== undefined) {
+      Duration.encode(message.gracePeriod, writer.uint32(122).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuditEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuditEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.tokenId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.action = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.reason = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.label = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.masked = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.rpc = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.clientService = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.actorId = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.clientIp = reader.string();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.userAgent = reader.string();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.gracePeriod = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AuditEvent {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      tokenId: isSet(object.tokenId)
+        ? globalThis.String(object.tokenId)
+        : isSet(object.token_id)
+        ? globalThis.String(object.token_id)
+        : "",
+      action: isSet(object.action) ? auditActionFromJSON(object.action) : 0,
+      reason: isSet(object.reason) ? auditReasonFromJSON(object.reason) : 0,
+      label: isSet(object.label) ? globalThis.String(object.label) : "",
+      kind: isSet(object.kind) ? tokenKindFromJSON(object.kind) : 0,
+      masked: isSet(object.masked) ? globalThis.String(object.masked) : "",
+      rpc: isSet(object.rpc) ? globalThis.String(object.rpc) : "",
+      clientService: isSet(object.clientService)
+        ? globalThis.String(object.clientService)
+        : isSet(object.client_service)
+        ? globalThis.String(object.client_service)
+        : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      actorId: isSet(object.actorId)
+        ? globalThis.String(object.actorId)
+        : isSet(object.actor_id)
+        ? globalThis.String(object.actor_id)
+        : "",
+      clientIp: isSet(object.clientIp)
+        ? globalThis.String(object.clientIp)
+        : isSet(object.client_ip)
+        ? globalThis.String(object.client_ip)
+        : "",
+      userAgent: isSet(object.userAgent)
+        ? globalThis.String(object.userAgent)
+        : isSet(object.user_agent)
+        ? globalThis.String(object.user_agent)
+        : "",
+      createdAt: isSet(object.createdAt)
+        ? fromJsonTimestamp(object.createdAt)
+        : isSet(object.created_at)
+        ? fromJsonTimestamp(object.created_at)
+        : undefined,
+      gracePeriod: isSet(object.gracePeriod)
+        ? Duration.fromJSON(object.gracePeriod)
+        : isSet(object.grace_period)
+        ? Duration.fromJSON(object.grace_period)
+        : undefined,
+    };
+  },
+
+  toJSON(message: AuditEvent): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.tokenId !== "") {
+      obj.tokenId = message.tokenId;
+    }
+    if (message.action !== 0) {
+      obj.action = auditActionToJSON(message.action);
+    }
+    if (message.reason !== 0) {
+      obj.reason = auditReasonToJSON(message.reason);
+    }
+    if (message.label !== "") {
+      obj.label = message.label;
+    }
+    if (message.kind !== 0) {
+      obj.kind = tokenKindToJSON(message.kind);
+    }
+    if (message.masked !== "") {
+      obj.masked = message.masked;
+    }
+    if (message.rpc !== "") {
+      obj.rpc = message.rpc;
+    }
+    if (message.clientService !== "") {
+      obj.clientService = message.clientService;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.actorId !== "") {
+      obj.actorId = message.actorId;
+    }
+    if (message.clientIp !== "") {
+      obj.clientIp = message.clientIp;
+    }
+    if (message.userAgent !== "") {
+      obj.userAgent = message.userAgent;
+    }
+    if (message.createdAt !== undefined) {
+      obj.createdAt = message.createdAt.toISOString();
+    }
+    if (message.gracePeriod !== undefined) {
+      obj.gracePeriod = Duration.toJSON(message.gracePeriod);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AuditEvent>, I>>(base?: I): AuditEvent {
+    return AuditEvent.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AuditEvent>, I>>(object: I): AuditEvent {
+    const message = createBaseAuditEvent();
+    message.id = object.id ?? "";
+    message.tokenId = object.tokenId ?? "";
+    message.action = object.action ?? 0;
+    message.reason = object.reason ?? 0;
+    message.label = object.label ?? "";
+    message.kind = object.kind ?? 0;
+    message.masked = object.masked ?? "";
+    message.rpc = object.rpc ?? "";
+    message.clientService = object.clientService ?? "";
+    message.requestId = object.requestId ?? "";
+    message.actorId = object.actorId ?? "";
+    message.clientIp = object.clientIp ?? "";
+    message.userAgent = object.userAgent ?? "";
+    message.createdAt = object.createdAt ?? undefined;
+    message.gracePeriod = (object.gracePeriod !== undefined && object.gracePeriod !== null)
+      ? Duration.fromPartial(object.gracePeriod)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * TokenService owns every user's default API token.
  *
@@ -1527,6 +2938,10 @@ export const DeleteResponse: MessageFns<DeleteResponse> = {
  * The calling service may name itself in the optional `x-client-service`
  * metadata key; under mutual TLS the common name of its client certificate
  * takes its place. The name is stored in audit events.
+ *
+ * Every mutating call (CreateDefault, Regenerate, GetOrProvision, Delete) is
+ * idempotent per `audit.request_id`, so a retry that resends the same
+ * request with the same request_id is safe: see AuditContext.request_id.
  */
 export type TokenServiceService = typeof TokenServiceService;
 export const TokenServiceService = {
@@ -1550,7 +2965,9 @@ export const TokenServiceService = {
    * Gives the default token a new secret in place (same id and label),
    * enables it and sets its expiry to now plus the configured token lifetime.
    * Creates the token when there is none. Writes a `regenerate` audit event,
-   * or a `create` event when the token was created.
+   * or a `create` event when the token was created. With a `grace_period`,
+   * the previous secret keeps validating until the period ends; without
+   * one, it stops at once.
    */
   regenerate: {
     path: "/token.v1.TokenService/Regenerate" as const,
@@ -1594,6 +3011,61 @@ export const TokenServiceService = {
     responseSerialize: (value: DeleteResponse): Buffer => Buffer.from(DeleteResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteResponse => DeleteResponse.decode(value),
   },
+  /**
+   * Returns the default token with its secret, status and expiry, whatever
+   * its status, and changes nothing. Fails with NOT_FOUND when the user has
+   * no default token in the organization. The profile page shows it, and
+   * the profile gateway compares a submitted token with it.
+   */
+  getDefault: {
+    path: "/token.v1.TokenService/GetDefault" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetDefaultRequest): Buffer => Buffer.from(GetDefaultRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetDefaultRequest => GetDefaultRequest.decode(value),
+    responseSerialize: (value: GetDefaultResponse): Buffer => Buffer.from(GetDefaultResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetDefaultResponse => GetDefaultResponse.decode(value),
+  },
+  /**
+   * Checks a bearer secret: default tokens, user keys and legacy tokens.
+   * The secret is looked up by its SHA-256 hash only and never logged. A
+   * string that is neither a current nor a legacy token returns
+   * VALIDATION_RESULT_MALFORMED with status OK, before any database work.
+   *
+   * A valid token's last_used_at is updated at most once a minute, by a
+   * conditional update that runs after the response is sent.
+   *
+   * Results may come from an in-process cache (VALIDATION_CACHE_TTL_MS,
+   * 5000 ms by default; 0 turns it off). Every change this replica makes
+   * clears the affected entries at once. Changes made by other replicas, or
+   * directly in the database, are seen after at most that TTL.
+   */
+  validateToken: {
+    path: "/token.v1.TokenService/ValidateToken" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ValidateTokenRequest): Buffer => Buffer.from(ValidateTokenRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ValidateTokenRequest => ValidateTokenRequest.decode(value),
+    responseSerialize: (value: ValidateTokenResponse): Buffer =>
+      Buffer.from(ValidateTokenResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ValidateTokenResponse => ValidateTokenResponse.decode(value),
+  },
+  /**
+   * Lists the audit events of one user and organization, newest first,
+   * including those of deleted tokens. Events never contain a secret, a
+   * hash or a signature.
+   */
+  listAuditEvents: {
+    path: "/token.v1.TokenService/ListAuditEvents" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListAuditEventsRequest): Buffer =>
+      Buffer.from(ListAuditEventsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListAuditEventsRequest => ListAuditEventsRequest.decode(value),
+    responseSerialize: (value: ListAuditEventsResponse): Buffer =>
+      Buffer.from(ListAuditEventsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListAuditEventsResponse => ListAuditEventsResponse.decode(value),
+  },
 } as const;
 
 export interface TokenServiceServer extends UntypedServiceImplementation {
@@ -1608,7 +3080,9 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
    * Gives the default token a new secret in place (same id and label),
    * enables it and sets its expiry to now plus the configured token lifetime.
    * Creates the token when there is none. Writes a `regenerate` audit event,
-   * or a `create` event when the token was created.
+   * or a `create` event when the token was created. With a `grace_period`,
+   * the previous secret keeps validating until the period ends; without
+   * one, it stops at once.
    */
   regenerate: handleUnaryCall<RegenerateRequest, RegenerateResponse>;
   /**
@@ -1626,6 +3100,34 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
    * by hand are never deleted by this call.
    */
   delete: handleUnaryCall<DeleteRequest, DeleteResponse>;
+  /**
+   * Returns the default token with its secret, status and expiry, whatever
+   * its status, and changes nothing. Fails with NOT_FOUND when the user has
+   * no default token in the organization. The profile page shows it, and
+   * the profile gateway compares a submitted token with it.
+   */
+  getDefault: handleUnaryCall<GetDefaultRequest, GetDefaultResponse>;
+  /**
+   * Checks a bearer secret: default tokens, user keys and legacy tokens.
+   * The secret is looked up by its SHA-256 hash only and never logged. A
+   * string that is neither a current nor a legacy token returns
+   * VALIDATION_RESULT_MALFORMED with status OK, before any database work.
+   *
+   * A valid token's last_used_at is updated at most once a minute, by a
+   * conditional update that runs after the response is sent.
+   *
+   * Results may come from an in-process cache (VALIDATION_CACHE_TTL_MS,
+   * 5000 ms by default; 0 turns it off). Every change this replica makes
+   * clears the affected entries at once. Changes made by other replicas, or
+   * directly in the database, are seen after at most that TTL.
+   */
+  validateToken: handleUnaryCall<ValidateTokenRequest, ValidateTokenResponse>;
+  /**
+   * Lists the audit events of one user and organization, newest first,
+   * including those of deleted tokens. Events never contain a secret, a
+   * hash or a signature.
+   */
+  listAuditEvents: handleUnaryCall<ListAuditEventsRequest, ListAuditEventsResponse>;
 }
 
 export interface TokenServiceClient extends Client {
@@ -1654,7 +3156,9 @@ export interface TokenServiceClient extends Client {
    * Gives the default token a new secret in place (same id and label),
    * enables it and sets its expiry to now plus the configured token lifetime.
    * Creates the token when there is none. Writes a `regenerate` audit event,
-   * or a `create` event when the token was created.
+   * or a `create` event when the token was created. With a `grace_period`,
+   * the previous secret keeps validating until the period ends; without
+   * one, it stops at once.
    */
   regenerate(
     request: RegenerateRequest,
@@ -1713,6 +3217,76 @@ export interface TokenServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Returns the default token with its secret, status and expiry, whatever
+   * its status, and changes nothing. Fails with NOT_FOUND when the user has
+   * no default token in the organization. The profile page shows it, and
+   * the profile gateway compares a submitted token with it.
+   */
+  getDefault(
+    request: GetDefaultRequest,
+    callback: (error: ServiceError | null, response: GetDefaultResponse) => void,
+  ): ClientUnaryCall;
+  getDefault(
+    request: GetDefaultRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetDefaultResponse) => void,
+  ): ClientUnaryCall;
+  getDefault(
+    request: GetDefaultRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetDefaultResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Checks a bearer secret: default tokens, user keys and legacy tokens.
+   * The secret is looked up by its SHA-256 hash only and never logged. A
+   * string that is neither a current nor a legacy token returns
+   * VALIDATION_RESULT_MALFORMED with status OK, before any database work.
+   *
+   * A valid token's last_used_at is updated at most once a minute, by a
+   * conditional update that runs after the response is sent.
+   *
+   * Results may come from an in-process cache (VALIDATION_CACHE_TTL_MS,
+   * 5000 ms by default; 0 turns it off). Every change this replica makes
+   * clears the affected entries at once. Changes made by other replicas, or
+   * directly in the database, are seen after at most that TTL.
+   */
+  validateToken(
+    request: ValidateTokenRequest,
+    callback: (error: ServiceError | null, response: ValidateTokenResponse) => void,
+  ): ClientUnaryCall;
+  validateToken(
+    request: ValidateTokenRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ValidateTokenResponse) => void,
+  ): ClientUnaryCall;
+  validateToken(
+    request: ValidateTokenRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ValidateTokenResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Lists the audit events of one user and organization, newest first,
+   * including those of deleted tokens. Events never contain a secret, a
+   * hash or a signature.
+   */
+  listAuditEvents(
+    request: ListAuditEventsRequest,
+    callback: (error: ServiceError | null, response: ListAuditEventsResponse) => void,
+  ): ClientUnaryCall;
+  listAuditEvents(
+    request: ListAuditEventsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListAuditEventsResponse) => void,
+  ): ClientUnaryCall;
+  listAuditEvents(
+    request: ListAuditEventsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListAuditEventsResponse) => void,
   ): ClientUnaryCall;
 }
 
