@@ -1,8 +1,10 @@
 import type { Knex } from "knex";
 import * as createApiTokens from "./20261204000000_create_api_tokens";
+import * as addRotationAndIdempotency from "./20261205000000_add_rotation_and_idempotency";
 
 const migrations: Record<string, Knex.Migration> = {
   "20261204000000_create_api_tokens": createApiTokens,
+  "20261205000000_add_rotation_and_idempotency": addRotationAndIdempotency,
 };
 
 /**
