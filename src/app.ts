@@ -3,6 +3,7 @@ import type { Config } from "./config";
 import { openDatabase } from "./db/connection";
 import { describeDatabaseError } from "./db/errors";
 import { createTokenServiceHandlers } from "./grpc/handlers";
+import { PageTokenCodec } from "./grpc/page-token";
 import type { CallHooks } from "./grpc/unary";
 import {
   bindServer,
@@ -14,12 +15,14 @@ import { resolveKeys } from "./keys";
 import type { Logger } from "./logger";
 import { SecretCipher } from "./tokens/cipher";
 import { DefaultTokens } from "./tokens/default-tokens";
+import { TokenValidator } from "./tokens/token-validator";
 
 /** A running service: its bound port, database and stop function. */
 export interface App {
   port: number;
   db: Knex;
   tokens: DefaultTokens;
+  validator: TokenValidator;
   /**
    * Stops gracefully: reports NOT_SERVING, refuses new calls, lets calls in
    * flight finish for up to `timeoutMs`, cancels the rest and closes the
@@ -51,22 +54,39 @@ export async function startApp(
 ): Promise<App> {
   const keys = resolveKeys(config.keys, config.database.dataDir, log);
   const db = await openDatabase(config.database, log);
+  const transaction = {
+    lockTimeoutMs: config.lockTimeoutMs,
+    statementTimeoutMs: config.statementTimeoutMs,
+    maxRetries: config.maxRetries,
+  };
   const tokens = new DefaultTokens(
     db,
     new SecretCipher(keys.encryptionKey, keys.retiredKeys),
     keys.signingSecret,
     {
       lifetimeDays: config.tokenLifetimeDays,
-      transaction: {
-        lockTimeoutMs: config.lockTimeoutMs,
-        statementTimeoutMs: config.statementTimeoutMs,
-        maxRetries: config.maxRetries,
-      },
+      transaction,
+      idempotencyTtlSeconds: config.idempotencyTtlSeconds,
     },
   );
+  const validator = new TokenValidator(
+    db,
+    {
+      cacheTtlMs: config.validationCacheTtlMs,
+      cacheMaxEntries: config.validationCacheMaxEntries,
+      transaction,
+    },
+    log,
+  );
+  tokens.onTokenChanged((tokenId) => validator.invalidate(tokenId));
 
   const { server, health, endHealthWatches } = createGrpcServer(
-    createTokenServiceHandlers(tokens, log, options.hooks),
+    createTokenServiceHandlers(
+      tokens,
+      log,
+      { validator, pageTokens: new PageTokenCodec(keys.signingSecret) },
+      options.hooks,
+    ),
     config.maxMessageBytes,
   );
   let port: number;
@@ -147,9 +167,10 @@ export async function startApp(
       server.forceShutdown();
     }
 
+    await validator.settle();
     await db.destroy();
     log.info({ drained }, "server stopped");
   };
 
-  return { port, db, tokens, stop };
+  return { port, db, tokens, validator, stop };
 }

@@ -48,6 +48,12 @@ export interface Config {
   maxMessageBytes: number;
   /** pino log level. */
   logLevel: string;
+  /** Milliseconds a ValidateToken result is cached; 0 turns the cache off. */
+  validationCacheTtlMs: number;
+  /** Maximum number of cached ValidateToken results. */
+  validationCacheMaxEntries: number;
+  /** Seconds a mutating call's response answers retries of its request id. */
+  idempotencyTtlSeconds: number;
   keys: KeySettings;
 }
 
@@ -248,6 +254,27 @@ export function loadConfig(env: Env = process.env): Config {
       4 * 1024 * 1024,
     ),
     logLevel: env.LOG_LEVEL || "info",
+    validationCacheTtlMs: readInteger(
+      env,
+      "VALIDATION_CACHE_TTL_MS",
+      5000,
+      0,
+      60_000,
+    ),
+    validationCacheMaxEntries: readInteger(
+      env,
+      "VALIDATION_CACHE_MAX_ENTRIES",
+      10_000,
+      1,
+      1_000_000,
+    ),
+    idempotencyTtlSeconds: readInteger(
+      env,
+      "IDEMPOTENCY_TTL_SECONDS",
+      86_400,
+      60,
+      30 * 86_400,
+    ),
     keys: readKeys(env, database.databaseUrl === undefined),
   };
 }

@@ -20,6 +20,7 @@ import {
   ownerRequest,
   startTestService,
   type TestService,
+  withNewRequestId,
 } from "./support/service";
 
 const TOKEN_PATTERN = /^vtk_[A-Za-z0-9_-]{43}$/;
@@ -122,7 +123,7 @@ describe("TokenService", () => {
       const err = await callError(
         service.client,
         service.client.createDefault,
-        request,
+        withNewRequestId(request),
       );
 
       expect(err.code).to.equal(status.ALREADY_EXISTS);
@@ -136,7 +137,10 @@ describe("TokenService", () => {
     it("keeps each org_id a separate scope", async () => {
       const request = ownerRequest();
       const inNoOrg = await rpc.createDefault(request);
-      const inOrg = await rpc.createDefault({ ...request, orgId: "org-7" });
+      const inOrg = await rpc.createDefault({
+        ...withNewRequestId(request),
+        orgId: "org-7",
+      });
       remember(inNoOrg.token);
       remember(inOrg.token);
 
@@ -222,7 +226,7 @@ describe("TokenService", () => {
       const first = await rpc.getOrProvision(request);
       remember(first.token);
 
-      const second = await rpc.getOrProvision(request);
+      const second = await rpc.getOrProvision(withNewRequestId(request));
 
       expect(second.provisioned).to.equal(false);
       expect(second.token!.secret).to.equal(first.token!.secret);
@@ -358,8 +362,8 @@ describe("TokenService", () => {
         request,
       );
       await rpc.delete(request);
-      await rpc.delete({ ...request, allowMissing: true });
-      const recreated = await rpc.createDefault(request);
+      await rpc.delete({ ...withNewRequestId(request), allowMissing: true });
+      const recreated = await rpc.createDefault(withNewRequestId(request));
       remember(recreated.token);
 
       expect(provisioned.token!.id).to.not.equal(keyId);
@@ -470,6 +474,7 @@ describe("TokenService", () => {
         userId: "",
         orgId: "x".repeat(300),
         audit: undefined,
+        gracePeriod: undefined,
       });
 
       expect(err.code).to.equal(status.INVALID_ARGUMENT);

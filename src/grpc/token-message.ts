@@ -15,6 +15,13 @@ function statusOf(record: TokenRecord): TokenStatus {
     : TokenStatus.TOKEN_STATUS_ACTIVE;
 }
 
+/** Maps a stored token kind to the TokenKind enum. */
+export function toTokenKind(kind: TokenRecord["kind"]): TokenKind {
+  return kind === "default"
+    ? TokenKind.TOKEN_KIND_DEFAULT
+    : TokenKind.TOKEN_KIND_USER;
+}
+
 /**
  * Builds the Token message. The secret is included only when `issued`
  * carries one, which is where the RPC hands it out.
@@ -28,10 +35,7 @@ export function toTokenMessage(
     userId: record.userId,
     orgId: record.orgId,
     label: record.label,
-    kind:
-      record.kind === "default"
-        ? TokenKind.TOKEN_KIND_DEFAULT
-        : TokenKind.TOKEN_KIND_USER,
+    kind: toTokenKind(record.kind),
     secret: issued?.secret ?? "",
     masked: record.masked,
     signature: issued?.signature || record.signature || "",

@@ -141,7 +141,7 @@ function describeError(err: unknown): Record<string, unknown> {
  * with an error id that is also logged, and each call writes one log line
  * with its status code and duration.
  */
-export function unary<Req extends LoggedRequest, Res>(
+export function unary<Req extends object, Res>(
   rpc: string,
   log: Logger,
   handle: UnaryHandler<Req, Res>,
@@ -153,7 +153,7 @@ export function unary<Req extends LoggedRequest, Res>(
     const abort = () => controller.abort();
     call.on("cancelled", abort);
 
-    const request = call.request;
+    const request: LoggedRequest = call.request;
     const callLog = log.child({
       rpc,
       userId: truncate(request.userId),
@@ -175,7 +175,7 @@ export function unary<Req extends LoggedRequest, Res>(
         log: callLog,
       };
       await hooks.beforeHandler?.(context, request);
-      return handle(request, context);
+      return handle(call.request, context);
     };
 
     const finish = (code: status) => {
@@ -225,7 +225,7 @@ export function unary<Req extends LoggedRequest, Res>(
 
 /** Binds the logger and hooks of every handler of one service. */
 export function bindUnary(log: Logger, hooks: CallHooks = {}) {
-  return <Req extends LoggedRequest, Res>(
+  return <Req extends object, Res>(
     rpc: string,
     handle: UnaryHandler<Req, Res>,
   ): handleUnaryCall<Req, Res> => unary(rpc, log, handle, hooks);

@@ -1,4 +1,5 @@
 import { isIP } from "node:net";
+import type { Duration } from "../generated/google/protobuf/duration";
 import type { AuditContext as AuditContextMessage } from "../generated/token/v1/token_service";
 import type { AuditContext } from "../tokens/audit";
 import { type FieldViolation, InvalidArgumentError } from "../tokens/errors";
@@ -9,6 +10,14 @@ export const MAX_ID_LENGTH = 255;
 const MAX_REQUEST_ID_LENGTH = 128;
 const MAX_USER_AGENT_LENGTH = 1024;
 const MAX_CLIENT_IP_LENGTH = 64;
+
+/** Longest grace period a rotation may keep the previous secret for. */
+export const MAX_GRACE_PERIOD_MS = 24 * 60 * 60 * 1000;
+/** ListAuditEvents page size when the request leaves it 0. */
+export const DEFAULT_PAGE_SIZE = 50;
+/** Largest ListAuditEvents page size. */
+export const MAX_PAGE_SIZE = 500;
+const NANOS_PER_MS = 1_000_000;
 
 // Control, format (zero-width and bidirectional marks), surrogate, private
 // use, line and paragraph separator characters, and U+FFFD. Any of them
@@ -97,6 +106,47 @@ export class RequestValidator {
         `character ${index + 1}); remove it`,
     );
     return false;
+  }
+
+  /**
+   * Checks an optional google.protobuf.Duration of 0 to `maxMs` and returns
+   * it in whole milliseconds (finer parts dropped); unset is 0.
+   */
+  duration(field: string, value: Duration | undefined, maxMs: number): number {
+    if (!value) {
+      return 0;
+    }
+
+    const { seconds, nanos } = value;
+    if (seconds < 0 || nanos < 0) {
+      this.add(field, `${field} is negative; send 0 or a positive duration`);
+      return 0;
+    }
+    const ms = seconds * 1000 + Math.floor(nanos / NANOS_PER_MS);
+    if (nanos >= 1000 * NANOS_PER_MS || ms > maxMs) {
+      this.add(
+        field,
+        `${field} is over the maximum of ${maxMs / 1000} seconds, or its ` +
+          `nanos are out of range; send a shorter duration`,
+      );
+      return 0;
+    }
+    return ms;
+  }
+
+  /** Checks a page size: 0 for `fallback`, else 1 to `max`. */
+  pageSize(field: string, value: number, fallback: number, max: number) {
+    if (value === 0) {
+      return fallback;
+    }
+    if (!Number.isInteger(value) || value < 1 || value > max) {
+      this.add(
+        field,
+        `${field} is ${value}; send 1 to ${max}, or 0 for the default ` +
+          `of ${fallback}`,
+      );
+    }
+    return value;
   }
 
   add(field: string, description: string): void {

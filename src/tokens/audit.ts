@@ -1,5 +1,10 @@
 import type { Knex } from "knex";
-import type { TokenRecord } from "./repository";
+import type {
+  Queryable,
+  TokenKind,
+  TokenOwner,
+  TokenRecord,
+} from "./repository";
 
 /** What a change did to a token. */
 export type AuditAction = "create" | "regenerate" | "delete";
@@ -24,9 +29,32 @@ export interface AuditSource {
   audit: AuditContext;
 }
 
+/** A stored audit event, as ListAuditEvents returns it. */
+export interface AuditEventRecord {
+  /** bigint id as a decimal string, because pg returns int8 as text. */
+  id: string;
+  tokenId: string;
+  action: AuditAction;
+  reason: AuditReason | null;
+  label: string;
+  kind: TokenKind;
+  masked: string;
+  rpc: string;
+  clientService: string;
+  requestId: string;
+  actorId: string;
+  clientIp: string;
+  userAgent: string;
+  createdAt: Date;
+  /** Grace period of the previous secret in ms; null when none applied. */
+  gracePeriodMs: number | null;
+}
+
 /**
  * Writes one audit event in the transaction that made the change. The event
  * holds the masked secret only, never the secret, its hash or signature.
+ * `gracePeriodMs` is the time the replaced secret keeps validating, for a
+ * rotation that applied one.
  */
 export async function recordAuditEvent(
   trx: Knex.Transaction,
@@ -34,6 +62,7 @@ export async function recordAuditEvent(
   token: TokenRecord,
   action: AuditAction,
   reason: AuditReason | null = null,
+  gracePeriodMs: number | null = null,
 ): Promise<void> {
   await trx("api_token_events").insert({
     token_id: token.id,
@@ -51,5 +80,44 @@ export async function recordAuditEvent(
     client_ip: source.audit.clientIp,
     user_agent: source.audit.userAgent,
     created_at: trx.fn.now(),
+    grace_period_ms: gracePeriodMs,
   });
+}
+
+/**
+ * Reads up to `limit` audit events of an owner, newest first, with ids
+ * below `beforeId` when it is set.
+ */
+export async function findAuditEvents(
+  db: Queryable,
+  owner: TokenOwner,
+  beforeId: string | undefined,
+  limit: number,
+): Promise<AuditEventRecord[]> {
+  const query = db("api_token_events")
+    .where({ user_id: owner.userId, org_id: owner.orgId })
+    .orderBy("id", "desc")
+    .limit(limit);
+  if (beforeId !== undefined) {
+    query.andWhere("id", "<", beforeId);
+  }
+
+  const rows = await query;
+  return rows.map((row) => ({
+    id: String(row.id),
+    tokenId: row.token_id,
+    action: row.action,
+    reason: row.reason,
+    label: row.label,
+    kind: row.kind,
+    masked: row.masked,
+    rpc: row.rpc,
+    clientService: row.client_service,
+    requestId: row.request_id,
+    actorId: row.actor_id,
+    clientIp: row.client_ip,
+    userAgent: row.user_agent,
+    createdAt: row.created_at,
+    gracePeriodMs: row.grace_period_ms,
+  }));
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Knex } from "knex";
+import { describeDatabaseError } from "../db/errors";
 import {
   type CallScope,
   runTransaction,
@@ -7,17 +8,25 @@ import {
   translateDatabaseError,
   type TransactionSettings,
 } from "../db/transaction";
-import { type AuditReason, type AuditSource, recordAuditEvent } from "./audit";
+import {
+  type AuditEventRecord,
+  type AuditReason,
+  type AuditSource,
+  findAuditEvents,
+  recordAuditEvent,
+} from "./audit";
 import type { SecretCipher } from "./cipher";
 import {
   DefaultTokenExistsError,
   DefaultTokenNotFoundError,
   TransactionAbortedError,
 } from "./errors";
+import { type IdempotencyKey, IdempotencyStore } from "./idempotency";
 import {
   deleteDefaultToken,
   findDefaultToken,
   insertDefaultToken,
+  type PreviousSecret,
   replaceSecret,
   type SecretColumns,
   type TokenOwner,
@@ -25,17 +34,38 @@ import {
 } from "./repository";
 import { generateSecret, hashSecret, maskSecret, signSecret } from "./secret";
 
+/** Default of DefaultTokenSettings.idempotencyTtlSeconds: one day. */
+export const DEFAULT_IDEMPOTENCY_TTL_SECONDS = 86_400;
+
 /** Settings of the default-token operations. */
 export interface DefaultTokenSettings {
   /** Days from creation or regeneration to expiry. */
   lifetimeDays: number;
   transaction: TransactionSettings;
+  /** Seconds a remembered response answers retries of its request id. */
+  idempotencyTtlSeconds?: number;
 }
 
 /** A request for one owner's default token, with its audit facts. */
 export interface DefaultTokenRequest extends AuditSource {
   owner: TokenOwner;
+  /**
+   * SHA-256 of the canonical request. With a non-empty audit.requestId it
+   * makes the call idempotent; without one, every call runs.
+   */
+  fingerprint?: string;
 }
+
+/** The outcome of Regenerate. */
+export interface RegenerateResult {
+  token: IssuedToken;
+  created: boolean;
+  /** When the replaced secret stops validating; null when it stopped. */
+  graceEndsAt: Date | null;
+}
+
+/** Called with a token's id after a committed change to it. */
+export type TokenChangeListener = (tokenId: string) => void;
 
 /** A token with the secret the caller may see, and its signature. */
 export interface IssuedToken {
@@ -53,6 +83,13 @@ export interface IssuedToken {
  */
 const MAX_INSERT_ATTEMPTS = 3;
 
+/** The outcome of GetOrProvision. */
+export interface ProvisionResult {
+  token: IssuedToken;
+  /** True when the call created or replaced the token. */
+  provisioned: boolean;
+}
+
 /** A stored secret that no longer matches its hash: a corrupted row. */
 export class TokenIntegrityError extends Error {
   override name = "TokenIntegrityError";
@@ -68,12 +105,40 @@ export function isValid(record: TokenRecord): boolean {
  * together with its audit event; user keys (kind `user`) are never matched.
  */
 export class DefaultTokens {
+  private readonly idempotency: IdempotencyStore;
+  private readonly changeListeners: TokenChangeListener[] = [];
+
   constructor(
     private readonly db: Knex,
     private readonly cipher: SecretCipher,
     private readonly signingSecret: Buffer,
     private readonly settings: DefaultTokenSettings,
-  ) {}
+  ) {
+    this.idempotency = new IdempotencyStore(
+      cipher,
+      settings.idempotencyTtlSeconds ?? DEFAULT_IDEMPOTENCY_TTL_SECONDS,
+    );
+  }
+
+  /** Registers a listener for committed changes, such as a cache. */
+  onTokenChanged(listener: TokenChangeListener): void {
+    this.changeListeners.push(listener);
+  }
+
+  /**
+   * Returns the default token with its secret, whatever its status.
+   *
+   * @throws DefaultTokenNotFoundError when the owner has none.
+   */
+  async getDefault(scope: CallScope, owner: TokenOwner): Promise<IssuedToken> {
+    const record = await this.read(scope, owner);
+    if (!record) {
+      throw new DefaultTokenNotFoundError(
+        "call GetOrProvision or CreateDefault to create one",
+      );
+    }
+    return this.reveal(record);
+  }
 
   /**
    * Creates the default token.
@@ -84,7 +149,7 @@ export class DefaultTokens {
     scope: CallScope,
     request: DefaultTokenRequest,
   ): Promise<IssuedToken> {
-    return this.transact(scope, async (trx) => {
+    const token = await this.transactOnce(scope, request, async (trx) => {
       for (let attempt = 1; attempt <= MAX_INSERT_ATTEMPTS; attempt++) {
         const created = await this.insert(trx, request, null);
         if (created) {
@@ -99,25 +164,41 @@ export class DefaultTokens {
       }
       throw this.vanishedError();
     });
+    this.announceChange(token.record.id);
+    return token;
   }
 
   /**
    * Gives the default token a new secret in place, enables it and resets
-   * its expiry, or creates it when it is missing.
+   * its expiry, or creates it when it is missing. The replaced secret keeps
+   * validating for `gracePeriodMs` (capped at the token's old expiry) when
+   * the token was valid, and stops at once otherwise.
    */
   async regenerate(
     scope: CallScope,
     request: DefaultTokenRequest,
-  ): Promise<{ token: IssuedToken; created: boolean }> {
-    return this.transact(scope, async (trx) => {
+    gracePeriodMs = 0,
+  ): Promise<RegenerateResult> {
+    const result = await this.transactOnce(scope, request, async (trx) => {
       const locked = await this.lockOrInsert(trx, request, null);
       if ("created" in locked) {
-        return { token: locked.created, created: true };
+        return { token: locked.created, created: true, graceEndsAt: null };
       }
 
-      const token = await this.rotate(trx, request, locked.record, null);
-      return { token, created: false };
+      const record = locked.record;
+      const previous =
+        gracePeriodMs > 0 && isValid(record)
+          ? { tokenHash: record.tokenHash, gracePeriodMs }
+          : null;
+      const token = await this.rotate(trx, request, record, null, previous);
+      return {
+        token,
+        created: false,
+        graceEndsAt: token.record.previousExpiresAt,
+      };
     });
+    this.announceChange(result.token.record.id);
+    return result;
   }
 
   /**
@@ -128,14 +209,26 @@ export class DefaultTokens {
   async getOrProvision(
     scope: CallScope,
     request: DefaultTokenRequest,
-  ): Promise<{ token: IssuedToken; provisioned: boolean }> {
+  ): Promise<ProvisionResult> {
+    // A retry of a call that provisioned gets that call's result, even
+    // though the token is valid by now.
+    const key = this.idempotencyKey(request);
+    if (key) {
+      const replay = await this.guard(scope, () =>
+        this.idempotency.find<ProvisionResult>(this.db, key),
+      );
+      if (replay) {
+        return replay.result;
+      }
+    }
+
     // Login mostly finds a valid token: one plain read, no transaction.
     const current = await this.read(scope, request.owner);
     if (current && isValid(current)) {
       return { token: this.reveal(current), provisioned: false };
     }
 
-    return this.transact(scope, async (trx) => {
+    const result = await this.transactOnce(scope, request, async (trx) => {
       const locked = await this.lockOrInsert(trx, request, "provision");
       if ("created" in locked) {
         return { token: locked.created, provisioned: true };
@@ -147,9 +240,13 @@ export class DefaultTokens {
       }
 
       const reason = record.disabled ? "disabled" : "expired";
-      const token = await this.rotate(trx, request, record, reason);
+      const token = await this.rotate(trx, request, record, reason, null);
       return { token, provisioned: true };
     });
+    if (result.provisioned) {
+      this.announceChange(result.token.record.id);
+    }
+    return result;
   }
 
   /**
@@ -163,7 +260,7 @@ export class DefaultTokens {
     request: DefaultTokenRequest,
     allowMissing: boolean,
   ): Promise<TokenRecord | undefined> {
-    return this.transact(scope, async (trx) => {
+    const deleted = await this.transactOnce(scope, request, async (trx) => {
       const deleted = await deleteDefaultToken(trx, request.owner);
       if (!deleted) {
         if (allowMissing) {
@@ -175,6 +272,25 @@ export class DefaultTokens {
       await recordAuditEvent(trx, request, deleted, "delete");
       return deleted;
     });
+    if (deleted) {
+      this.announceChange(deleted.id);
+    }
+    return deleted;
+  }
+
+  /**
+   * Reads up to `limit` audit events of an owner, newest first, with ids
+   * below `beforeId` when it is set.
+   */
+  listAuditEvents(
+    scope: CallScope,
+    owner: TokenOwner,
+    beforeId: string | undefined,
+    limit: number,
+  ): Promise<AuditEventRecord[]> {
+    return this.guard(scope, () =>
+      findAuditEvents(this.db, owner, beforeId, limit),
+    );
   }
 
   /**
@@ -203,15 +319,22 @@ export class DefaultTokens {
     };
   }
 
-  private async read(
+  private read(
     scope: CallScope,
     owner: TokenOwner,
   ): Promise<TokenRecord | undefined> {
     // The connection's default statement_timeout ignores the call's
     // deadline, so the query carries its own timeout, capped by it.
     const timeoutMs = statementBudgetMs(scope, this.settings.transaction);
+    return this.guard(scope, () =>
+      findDefaultToken(this.db, owner, { timeoutMs }),
+    );
+  }
+
+  /** Runs a read outside a transaction, translating database errors. */
+  private async guard<T>(scope: CallScope, read: () => Promise<T>): Promise<T> {
     try {
-      return await findDefaultToken(this.db, owner, { timeoutMs });
+      return await read();
     } catch (err) {
       throw translateDatabaseError(err, scope, this.settings.transaction);
     }
@@ -222,6 +345,72 @@ export class DefaultTokens {
     work: (trx: Knex.Transaction) => Promise<T>,
   ): Promise<T> {
     return runTransaction(this.db, this.settings.transaction, scope, work);
+  }
+
+  private idempotencyKey(
+    request: DefaultTokenRequest,
+  ): IdempotencyKey | undefined {
+    if (request.audit.requestId === "" || request.fingerprint === undefined) {
+      return undefined;
+    }
+    return {
+      clientService: request.clientService,
+      rpc: request.rpc,
+      requestId: request.audit.requestId,
+      fingerprint: request.fingerprint,
+    };
+  }
+
+  /**
+   * Runs `work` in one transaction that first claims the request id and
+   * last stores the result under it, so a retry replays the result instead
+   * of running `work` again. Without a request id, `work` simply runs.
+   */
+  private async transactOnce<T>(
+    scope: CallScope,
+    request: DefaultTokenRequest,
+    work: (trx: Knex.Transaction) => Promise<T>,
+  ): Promise<T> {
+    const key = this.idempotencyKey(request);
+    if (!key) {
+      return this.transact(scope, work);
+    }
+
+    const result = await this.transact(scope, async (trx) => {
+      const replay = await this.idempotency.claim<T>(trx, key);
+      if (replay) {
+        scope.log.info("replayed the remembered response of a retry");
+        return replay.result;
+      }
+
+      const result = await work(trx);
+      await this.idempotency.remember(trx, key, result);
+      return result;
+    });
+    this.deleteExpiredKeys(scope);
+    return result;
+  }
+
+  /** Deletes expired idempotency keys in the background. */
+  private deleteExpiredKeys(scope: CallScope): void {
+    this.idempotency.deleteExpired(this.db).then(
+      (count) => {
+        if (count > 0) {
+          scope.log.info({ count }, "deleted expired idempotency keys");
+        }
+      },
+      (err: unknown) =>
+        scope.log.warn(
+          { err: describeDatabaseError(err) },
+          "failed to delete expired idempotency keys; will retry later",
+        ),
+    );
+  }
+
+  private announceChange(tokenId: string): void {
+    for (const listener of this.changeListeners) {
+      listener(tokenId);
+    }
   }
 
   private newSecret(tokenId: string): {
@@ -293,12 +482,16 @@ export class DefaultTokens {
     throw this.vanishedError();
   }
 
-  /** Replaces a locked token's secret and records a `regenerate` event. */
+  /**
+   * Replaces a locked token's secret and records a `regenerate` event,
+   * keeping the replaced secret valid for a grace period with `previous`.
+   */
   private async rotate(
     trx: Knex.Transaction,
     request: DefaultTokenRequest,
     record: TokenRecord,
     reason: AuditReason | null,
+    previous: PreviousSecret | null,
   ): Promise<IssuedToken> {
     const { secret, columns } = this.newSecret(record.id);
     const updated = await replaceSecret(
@@ -306,9 +499,17 @@ export class DefaultTokens {
       record.id,
       columns,
       this.settings.lifetimeDays,
+      previous,
     );
 
-    await recordAuditEvent(trx, request, updated, "regenerate", reason);
+    await recordAuditEvent(
+      trx,
+      request,
+      updated,
+      "regenerate",
+      reason,
+      previous?.gracePeriodMs ?? null,
+    );
     return { record: updated, secret, signature: columns.signature };
   }
 

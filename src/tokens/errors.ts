@@ -34,11 +34,9 @@ export class DefaultTokenExistsError extends TokenServiceError {
 export class DefaultTokenNotFoundError extends TokenServiceError {
   override name = "DefaultTokenNotFoundError";
 
-  constructor() {
-    super(
-      "no default token exists for this user_id and org_id; set " +
-        "allow_missing to treat this as success",
-    );
+  /** `hint` says what the caller can do next. */
+  constructor(hint = "set allow_missing to treat this as success") {
+    super(`no default token exists for this user_id and org_id; ${hint}`);
   }
 }
 

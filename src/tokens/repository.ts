@@ -23,6 +23,16 @@ export interface TokenRecord {
   updatedAt: Date;
   expiresAt: Date | null;
   lastUsedAt: Date | null;
+  /** Hash of the secret a rotation replaced, kept for its grace period. */
+  previousTokenHash: string | null;
+  /** When the previous secret stops validating; null with no previous. */
+  previousExpiresAt: Date | null;
+}
+
+/** The previous secret a rotation keeps valid for a grace period. */
+export interface PreviousSecret {
+  tokenHash: string;
+  gracePeriodMs: number;
 }
 
 /** The secret-derived columns written together whenever a secret changes. */
@@ -62,6 +72,8 @@ interface TokenRow {
   updated_at: Date;
   expires_at: Date | null;
   last_used_at: Date | null;
+  previous_token_hash: string | null;
+  previous_expires_at: Date | null;
 }
 
 const EXPIRED_COLUMN =
@@ -101,6 +113,8 @@ function toRecord(row: TokenRow): TokenRecord {
     updatedAt: row.updated_at,
     expiresAt: row.expires_at,
     lastUsedAt: row.last_used_at,
+    previousTokenHash: row.previous_token_hash,
+    previousExpiresAt: row.previous_expires_at,
   };
 }
 
@@ -175,18 +189,41 @@ export async function insertDefaultToken(
 }
 
 /**
+ * Builds the previous-secret columns of a rotation. The grace period ends
+ * no later than the token's old expiry (an UPDATE's SET reads the old row),
+ * and null `previous` clears any earlier previous secret.
+ */
+function previousValues(db: Queryable, previous: PreviousSecret | null) {
+  if (!previous) {
+    return { previous_token_hash: null, previous_expires_at: null };
+  }
+  return {
+    previous_token_hash: previous.tokenHash,
+    // least() ignores a null expires_at, which means "never expires".
+    previous_expires_at: db.raw(
+      "least(now() + make_interval(secs => ?), expires_at)",
+      [previous.gracePeriodMs / 1000],
+    ),
+  };
+}
+
+/**
  * Replaces the secret of a default token in place, enables it and resets
- * its expiry to now plus `lifetimeDays`. The id and label stay.
+ * its expiry to now plus `lifetimeDays`. The id and label stay. With
+ * `previous`, the replaced secret's hash keeps validating for the grace
+ * period; without it, the replaced secret stops at once.
  */
 export async function replaceSecret(
   trx: Knex.Transaction,
   tokenId: string,
   secret: SecretColumns,
   lifetimeDays: number,
+  previous: PreviousSecret | null = null,
 ): Promise<TokenRecord> {
   const rows = (await trx(TABLE)
     .update({
       ...secretValues(secret),
+      ...previousValues(trx, previous),
       disabled: false,
       updated_at: trx.fn.now(),
       expires_at: expiryFromNow(trx, lifetimeDays),
@@ -214,4 +251,70 @@ export async function deleteDefaultToken(
     .returning(returningColumns(trx))) as TokenRow[];
 
   return rows.length > 0 ? toRecord(rows[0]) : undefined;
+}
+
+/** A token found by the hash of a presented secret. */
+export interface TokenMatch {
+  record: TokenRecord;
+  /** True when the hash is the token's previous secret, not its current. */
+  previous: boolean;
+  /** Whether previous_expires_at had passed when the row was read. */
+  previousExpired: boolean;
+}
+
+/**
+ * Finds the token, of any kind, whose current or previous secret has this
+ * hash. A current match wins over a previous one, although the unique
+ * indexes and random secrets make a hash that matches both unlikely.
+ */
+export async function findTokenByHash(
+  db: Queryable,
+  tokenHash: string,
+): Promise<TokenMatch | undefined> {
+  const row = (await db<TokenRow>(TABLE)
+    .select([
+      ...returningColumns(db),
+      db.raw("(token_hash <> ?) as matched_previous", [tokenHash]),
+      db.raw("(previous_expires_at <= now()) as previous_expired"),
+    ])
+    .where({ token_hash: tokenHash })
+    .orWhere({ previous_token_hash: tokenHash })
+    .orderBy("matched_previous")
+    .first()) as
+    | (TokenRow & { matched_previous: boolean; previous_expired: boolean })
+    | undefined;
+
+  if (!row) {
+    return undefined;
+  }
+  return {
+    record: toRecord(row),
+    previous: row.matched_previous,
+    previousExpired: row.previous_expired === true,
+  };
+}
+
+/**
+ * Sets last_used_at to now unless it is already less than `minIntervalMs`
+ * old, so that frequent use writes at most once an interval. Returns
+ * whether the row changed.
+ */
+export async function touchLastUsed(
+  db: Queryable,
+  tokenId: string,
+  minIntervalMs: number,
+): Promise<boolean> {
+  const updated = await db(TABLE)
+    .update({ last_used_at: db.fn.now() })
+    .where({ id: tokenId })
+    .andWhere((query) =>
+      query
+        .whereNull("last_used_at")
+        .orWhere(
+          "last_used_at",
+          "<",
+          db.raw("now() - make_interval(secs => ?)", [minIntervalMs / 1000]),
+        ),
+    );
+  return updated > 0;
 }

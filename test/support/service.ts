@@ -9,6 +9,7 @@ import {
 import type { Knex } from "knex";
 import { type App, type AppOptions, startApp } from "../../src/app";
 import { type Config, loadConfig } from "../../src/config";
+import type { Duration } from "../../src/generated/google/protobuf/duration";
 import { TokenServiceClient } from "../../src/generated/token/v1/token_service";
 import { createLogger } from "../../src/logger";
 import { connect, createDatabase, dropDatabase } from "./database";
@@ -142,5 +143,21 @@ export function ownerRequest(userId = `user-${randomUUID()}`, orgId = "") {
       clientIp: "203.0.113.7",
       userAgent: "mocha",
     },
+    // Unset: Regenerate rotates without a grace period. Present so that the
+    // request also type-checks as a RegenerateRequest.
+    gracePeriod: undefined as Duration | undefined,
+  };
+}
+
+/**
+ * Copies a request with a new audit.request_id, for a second call that
+ * must run rather than replay the first one's response.
+ */
+export function withNewRequestId<T extends { audit: { requestId: string } }>(
+  request: T,
+): T {
+  return {
+    ...request,
+    audit: { ...request.audit, requestId: `req-${randomUUID()}` },
   };
 }

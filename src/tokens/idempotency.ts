@@ -1,0 +1,261 @@
+import { createHash } from "node:crypto";
+import type { Knex } from "knex";
+import type { SecretCipher } from "./cipher";
+import { InvalidArgumentError, TransactionAbortedError } from "./errors";
+import type { Queryable } from "./repository";
+
+/** One call as the idempotency table keys and compares it. */
+export interface IdempotencyKey {
+  clientService: string;
+  rpc: string;
+  requestId: string;
+  /** Lowercase hex SHA-256 of the canonical request. */
+  fingerprint: string;
+}
+
+/** A remembered result to send again, or undefined when there is none. */
+export type Replay<T> = { result: T } | undefined;
+
+interface KeyRow {
+  fingerprint: string;
+  response: string | null;
+  secret_key_id: string | null;
+  secret_ciphertext: Buffer | null;
+  expired: boolean;
+}
+
+const TABLE = "api_idempotency_keys";
+
+/** Most expired rows one clean-up statement deletes. */
+const CLEANUP_BATCH_SIZE = 1000;
+
+// Result fields left out of the stored JSON. The sealed secret and hashes
+// are not needed to rebuild a response, so a replayed record has them null.
+const OMITTED_FIELDS = new Set(["sealed", "tokenHash", "previousTokenHash"]);
+const SECRET_MARKER = "$sealedSecret";
+const DATE_MARKER = "$date";
+
+/** Computes the fingerprint of a request from its canonical bytes. */
+export function fingerprintRequest(rpc: string, canonical: Uint8Array): string {
+  return createHash("sha256")
+    .update(rpc, "utf8")
+    .update("\n")
+    .update(canonical)
+    .digest("hex");
+}
+
+/**
+ * Serializes a result to JSON, moving its one secret (a `secret` field)
+ * out so that it can be encrypted. Dates survive the round trip.
+ */
+function encodeResult(result: unknown): { json: string; secret?: string } {
+  let secret: string | undefined;
+  const json = JSON.stringify(
+    { result },
+    function (this: Record<string, unknown>, key, value: unknown) {
+      const raw = this[key];
+      if (raw instanceof Date) {
+        return { [DATE_MARKER]: raw.toISOString() };
+      }
+      if (OMITTED_FIELDS.has(key)) {
+        return null;
+      }
+      if (key === "secret" && typeof raw === "string" && raw !== "") {
+        if (secret !== undefined && secret !== raw) {
+          throw new Error("a remembered result may contain only one secret");
+        }
+        secret = raw;
+        return { [SECRET_MARKER]: true };
+      }
+      return value;
+    },
+  );
+  return { json, secret };
+}
+
+function decodeResult<T>(json: string, secret: string | undefined): T {
+  const parsed = JSON.parse(json, (_key, value: unknown) => {
+    if (typeof value === "object" && value !== null) {
+      const marked = value as Record<string, unknown>;
+      if (typeof marked[DATE_MARKER] === "string") {
+        return new Date(marked[DATE_MARKER]);
+      }
+      if (marked[SECRET_MARKER] === true) {
+        return secret;
+      }
+    }
+    return value;
+  }) as { result: T };
+  return parsed.result;
+}
+
+function whereKey(key: IdempotencyKey) {
+  return {
+    client_service: key.clientService,
+    rpc: key.rpc,
+    request_id: key.requestId,
+  };
+}
+
+/**
+ * Remembers the results of mutating calls by request id, so that a retry
+ * gets the first call's result instead of a second change. The result is
+ * stored in the transaction of the change, with its secret encrypted by
+ * the SecretCipher and bound to the request's fingerprint.
+ */
+export class IdempotencyStore {
+  private lastCleanupMs = 0;
+
+  constructor(
+    private readonly cipher: SecretCipher,
+    private readonly ttlSeconds: number,
+  ) {}
+
+  /**
+   * Claims the key for this transaction, or returns the result a committed
+   * call stored under it. A concurrent claimant's uncommitted insert makes
+   * this wait on the primary key until that transaction ends, so at most
+   * one call per key makes the change. An expired key is taken over.
+   *
+   * @throws InvalidArgumentError when the key was used for another request.
+   */
+  async claim<T>(
+    trx: Knex.Transaction,
+    key: IdempotencyKey,
+  ): Promise<Replay<T>> {
+    const claimed = await trx(TABLE)
+      .insert({
+        ...whereKey(key),
+        fingerprint: key.fingerprint,
+        created_at: trx.fn.now(),
+        expires_at: this.expiryFromNow(trx),
+      })
+      .onConflict(["client_service", "rpc", "request_id"])
+      .merge([
+        "fingerprint",
+        "response",
+        "secret_key_id",
+        "secret_ciphertext",
+        "created_at",
+        "expires_at",
+      ])
+      .where(`${TABLE}.expires_at`, "<=", trx.fn.now())
+      .returning("request_id");
+    if (claimed.length > 0) {
+      return undefined;
+    }
+
+    // ON CONFLICT DO UPDATE locks the conflicting row even when its WHERE
+    // is false, so the row read here stays as it is until commit.
+    const row = await this.read(trx, key);
+    if (!row || row.response === null) {
+      throw new TransactionAbortedError(
+        "a concurrent call with the same audit.request_id is still " +
+          "running; retry the call",
+      );
+    }
+    return this.replay<T>(row, key);
+  }
+
+  /**
+   * Returns the result remembered under the key outside any transaction,
+   * or undefined when none is stored, it expired or it is still running.
+   *
+   * @throws InvalidArgumentError when the key was used for another request.
+   */
+  async find<T>(db: Queryable, key: IdempotencyKey): Promise<Replay<T>> {
+    const row = await this.read(db, key);
+    if (!row || row.expired || row.response === null) {
+      return undefined;
+    }
+    return this.replay<T>(row, key);
+  }
+
+  /** Stores the result of the call that claimed the key. */
+  async remember(
+    trx: Knex.Transaction,
+    key: IdempotencyKey,
+    result: unknown,
+  ): Promise<void> {
+    const { json, secret } = encodeResult(result);
+    const sealed =
+      secret === undefined
+        ? undefined
+        : this.cipher.seal(secret, this.associatedData(key));
+
+    await trx(TABLE)
+      .update({
+        response: json,
+        secret_key_id: sealed?.keyId ?? null,
+        secret_ciphertext: sealed?.ciphertext ?? null,
+      })
+      .where(whereKey(key));
+  }
+
+  /**
+   * Deletes a batch of expired keys, at most once a minute per process.
+   * Returns the number deleted.
+   */
+  async deleteExpired(db: Knex): Promise<number> {
+    const now = Date.now();
+    if (now - this.lastCleanupMs < 60_000) {
+      return 0;
+    }
+    this.lastCleanupMs = now;
+
+    const expired = db(TABLE)
+      .select("ctid")
+      .where("expires_at", "<=", db.fn.now())
+      .limit(CLEANUP_BATCH_SIZE);
+    return db(TABLE).whereIn("ctid", expired).delete();
+  }
+
+  private async read(
+    db: Queryable,
+    key: IdempotencyKey,
+  ): Promise<KeyRow | undefined> {
+    return db(TABLE)
+      .select(
+        "fingerprint",
+        "response",
+        "secret_key_id",
+        "secret_ciphertext",
+        db.raw("(expires_at <= now()) as expired"),
+      )
+      .where(whereKey(key))
+      .first();
+  }
+
+  private replay<T>(row: KeyRow, key: IdempotencyKey): Replay<T> {
+    if (row.fingerprint !== key.fingerprint) {
+      throw new InvalidArgumentError([
+        {
+          field: "audit.request_id",
+          description:
+            `audit.request_id ${JSON.stringify(key.requestId)} was already ` +
+            `used for a different ${key.rpc} request; send a new ` +
+            `request_id for a new request`,
+        },
+      ]);
+    }
+
+    const secret =
+      row.secret_key_id !== null && row.secret_ciphertext !== null
+        ? this.cipher.open(
+            { keyId: row.secret_key_id, ciphertext: row.secret_ciphertext },
+            this.associatedData(key),
+          )
+        : undefined;
+    return { result: decodeResult<T>(row.response!, secret) };
+  }
+
+  private expiryFromNow(db: Queryable): Knex.Raw {
+    return db.raw("now() + make_interval(secs => ?)", [this.ttlSeconds]);
+  }
+
+  // SecretCipher binds a ciphertext to a string; here the request's
+  // fingerprint, so a ciphertext copied to another key fails to decrypt.
+  private associatedData(key: IdempotencyKey): string {
+    return `idempotency:${key.fingerprint}`;
+  }
+}
