@@ -37,7 +37,7 @@ interface RequestCodec<T> {
  * Validates the fields every default-token request shares, and
  * fingerprints the whole request (its protobuf encoding, which ts-proto
  * writes in field order) so that a retry under the same request id can be
- * told apart from a different request.
+ * distinguished from a different request.
  *
  * @throws InvalidArgumentError naming every invalid field.
  */

@@ -19,7 +19,7 @@ import {
   validateOwner,
 } from "./validation";
 
-/** What the read-only calls need besides the default-token operations. */
+/** Services the read-only calls use besides the default-token operations. */
 export interface LookupServices {
   validator: TokenValidator;
   pageTokens: PageTokenCodec;
@@ -97,7 +97,7 @@ export function createLookupHandlers(
           ? undefined
           : services.pageTokens.decode(owner, message.pageToken);
 
-      // One extra row tells whether another page follows.
+      // Reading one row more than the page shows whether another page follows.
       const events = await tokens.listAuditEvents(
         context,
         owner,

@@ -11,7 +11,7 @@ const MAX_REQUEST_ID_LENGTH = 128;
 const MAX_USER_AGENT_LENGTH = 1024;
 const MAX_CLIENT_IP_LENGTH = 64;
 
-/** Longest grace period a rotation may keep the previous secret for. */
+/** Maximum time a rotation keeps the previous secret valid. */
 export const MAX_GRACE_PERIOD_MS = 24 * 60 * 60 * 1000;
 /** ListAuditEvents page size when the request leaves it 0. */
 export const DEFAULT_PAGE_SIZE = 50;

@@ -52,7 +52,7 @@ export interface AuditEventRecord {
 
 /**
  * Writes one audit event in the transaction that made the change. The event
- * holds the masked secret only, never the secret, its hash or signature.
+ * contains the masked secret only, never the secret, its hash or signature.
  * `gracePeriodMs` is the time the replaced secret keeps validating, for a
  * rotation that applied one.
  */

@@ -42,7 +42,7 @@ export interface DefaultTokenSettings {
   /** Days from creation or regeneration to expiry. */
   lifetimeDays: number;
   transaction: TransactionSettings;
-  /** Seconds a remembered response answers retries of its request id. */
+  /** Seconds a remembered response is replayed to retries of its request id. */
   idempotencyTtlSeconds?: number;
 }
 

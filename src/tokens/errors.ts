@@ -34,7 +34,7 @@ export class DefaultTokenExistsError extends TokenServiceError {
 export class DefaultTokenNotFoundError extends TokenServiceError {
   override name = "DefaultTokenNotFoundError";
 
-  /** `hint` says what the caller can do next. */
+  /** `hint` is the caller's next step, appended to the message. */
   constructor(hint = "set allow_missing to treat this as success") {
     super(`no default token exists for this user_id and org_id; ${hint}`);
   }

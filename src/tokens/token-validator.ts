@@ -29,7 +29,7 @@ export interface ValidatedToken {
   expiresAt: Date | null;
 }
 
-/** What ValidateToken returns about a secret. */
+/** Result of checking a secret, with the token it belongs to. */
 export interface TokenValidation {
   result: ValidationResult;
   /** Set for valid, expired and disabled results. */
@@ -52,7 +52,7 @@ export interface ValidatorSettings {
 /** Minimum time between two last_used_at updates of one token. */
 export const LAST_USED_INTERVAL_MS = 60_000;
 
-/** Longest string that can be a token; longer ones are malformed. */
+/** Maximum length of a token; longer strings are malformed. */
 const MAX_SECRET_LENGTH = 47;
 
 function isWellFormed(secret: string): boolean {

@@ -354,8 +354,8 @@ export interface Token {
   /**
    * The bearer secret: `vtk_` followed by 43 base64url characters, or 32
    * lowercase hex characters for a legacy token. Set only by the calls that
-   * hand the secret out (CreateDefault, Regenerate, GetOrProvision) and empty
-   * everywhere else.
+   * hand the secret out (CreateDefault, Regenerate, GetOrProvision,
+   * GetDefault) and empty everywhere else.
    */
   secret: string;
   /**
@@ -3033,7 +3033,8 @@ export const TokenServiceService = {
    * VALIDATION_RESULT_MALFORMED with status OK, before any database work.
    *
    * A valid token's last_used_at is updated at most once a minute, by a
-   * conditional update that runs after the response is sent.
+   * conditional update that runs in the background without delaying the
+   * response.
    *
    * Results may come from an in-process cache (VALIDATION_CACHE_TTL_MS,
    * 5000 ms by default; 0 turns it off). Every change this replica makes
@@ -3114,7 +3115,8 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
    * VALIDATION_RESULT_MALFORMED with status OK, before any database work.
    *
    * A valid token's last_used_at is updated at most once a minute, by a
-   * conditional update that runs after the response is sent.
+   * conditional update that runs in the background without delaying the
+   * response.
    *
    * Results may come from an in-process cache (VALIDATION_CACHE_TTL_MS,
    * 5000 ms by default; 0 turns it off). Every change this replica makes
@@ -3246,7 +3248,8 @@ export interface TokenServiceClient extends Client {
    * VALIDATION_RESULT_MALFORMED with status OK, before any database work.
    *
    * A valid token's last_used_at is updated at most once a minute, by a
-   * conditional update that runs after the response is sent.
+   * conditional update that runs in the background without delaying the
+   * response.
    *
    * Results may come from an in-process cache (VALIDATION_CACHE_TTL_MS,
    * 5000 ms by default; 0 turns it off). Every change this replica makes
