@@ -1,6 +1,5 @@
 import { randomUUID } from "node:crypto";
 import type { Knex } from "knex";
-import { describeDatabaseError } from "../db/errors";
 import {
   type CallScope,
   runTransaction,
@@ -21,7 +20,7 @@ import {
   DefaultTokenNotFoundError,
   TransactionAbortedError,
 } from "./errors";
-import { type IdempotencyKey, IdempotencyStore } from "./idempotency";
+import { IdempotencyStore, idempotencyKeyOf } from "./idempotency";
 import {
   deleteDefaultToken,
   findDefaultToken,
@@ -212,7 +211,7 @@ export class DefaultTokens {
   ): Promise<ProvisionResult> {
     // A retry of a call that provisioned gets that call's result, even
     // though the token is valid by now.
-    const key = this.idempotencyKey(request);
+    const key = idempotencyKeyOf(request);
     if (key) {
       const replay = await this.guard(scope, () =>
         this.idempotency.find<ProvisionResult>(this.db, key),
@@ -347,20 +346,6 @@ export class DefaultTokens {
     return runTransaction(this.db, this.settings.transaction, scope, work);
   }
 
-  private idempotencyKey(
-    request: DefaultTokenRequest,
-  ): IdempotencyKey | undefined {
-    if (request.audit.requestId === "" || request.fingerprint === undefined) {
-      return undefined;
-    }
-    return {
-      clientService: request.clientService,
-      rpc: request.rpc,
-      requestId: request.audit.requestId,
-      fingerprint: request.fingerprint,
-    };
-  }
-
   /**
    * Runs `work` in one transaction that first claims the request id and
    * last stores the result under it, so a retry replays the result instead
@@ -371,40 +356,16 @@ export class DefaultTokens {
     request: DefaultTokenRequest,
     work: (trx: Knex.Transaction) => Promise<T>,
   ): Promise<T> {
-    const key = this.idempotencyKey(request);
+    const key = idempotencyKeyOf(request);
     if (!key) {
       return this.transact(scope, work);
     }
 
-    const result = await this.transact(scope, async (trx) => {
-      const replay = await this.idempotency.claim<T>(trx, key);
-      if (replay) {
-        scope.log.info("replayed the remembered response of a retry");
-        return replay.result;
-      }
-
-      const result = await work(trx);
-      await this.idempotency.remember(trx, key, result);
-      return result;
-    });
-    this.deleteExpiredKeys(scope);
-    return result;
-  }
-
-  /** Deletes expired idempotency keys in the background. */
-  private deleteExpiredKeys(scope: CallScope): void {
-    this.idempotency.deleteExpired(this.db).then(
-      (count) => {
-        if (count > 0) {
-          scope.log.info({ count }, "deleted expired idempotency keys");
-        }
-      },
-      (err: unknown) =>
-        scope.log.warn(
-          { err: describeDatabaseError(err) },
-          "failed to delete expired idempotency keys; will retry later",
-        ),
+    const result = await this.transact(scope, (trx) =>
+      this.idempotency.runOnce(trx, key, scope.log, work),
     );
+    this.idempotency.deleteExpiredInBackground(this.db, scope.log);
+    return result;
   }
 
   private announceChange(tokenId: string): void {

@@ -1,5 +1,8 @@
 import { createHash } from "node:crypto";
 import type { Knex } from "knex";
+import { describeDatabaseError } from "../db/errors";
+import type { Logger } from "../logger";
+import type { AuditSource } from "./audit";
 import type { SecretCipher } from "./cipher";
 import { InvalidArgumentError, TransactionAbortedError } from "./errors";
 import type { Queryable } from "./repository";
@@ -34,6 +37,24 @@ const CLEANUP_BATCH_SIZE = 1000;
 const OMITTED_FIELDS = new Set(["sealed", "tokenHash", "previousTokenHash"]);
 const SECRET_MARKER = "$sealedSecret";
 const DATE_MARKER = "$date";
+
+/**
+ * Builds the idempotency key of a request, or returns undefined when the
+ * request has no request id or no fingerprint and so always runs.
+ */
+export function idempotencyKeyOf(
+  source: AuditSource & { fingerprint?: string },
+): IdempotencyKey | undefined {
+  if (source.audit.requestId === "" || source.fingerprint === undefined) {
+    return undefined;
+  }
+  return {
+    clientService: source.clientService,
+    rpc: source.rpc,
+    requestId: source.audit.requestId,
+    fingerprint: source.fingerprint,
+  };
+}
 
 /** Computes the fingerprint of a request from its canonical bytes. */
 export function fingerprintRequest(rpc: string, canonical: Uint8Array): string {
@@ -112,6 +133,29 @@ export class IdempotencyStore {
   ) {}
 
   /**
+   * Claims the key in `trx` and runs `work`, storing its result under the
+   * key, or returns the result a committed call already stored.
+   *
+   * @throws InvalidArgumentError when the key was used for another request.
+   */
+  async runOnce<T>(
+    trx: Knex.Transaction,
+    key: IdempotencyKey,
+    log: Logger,
+    work: (trx: Knex.Transaction) => Promise<T>,
+  ): Promise<T> {
+    const replay = await this.claim<T>(trx, key);
+    if (replay) {
+      log.info("replayed the stored response of a retried request id");
+      return replay.result;
+    }
+
+    const result = await work(trx);
+    await this.remember(trx, key, result);
+    return result;
+  }
+
+  /**
    * Claims the key for this transaction, or returns the result a committed
    * call stored under it. A concurrent claimant's uncommitted insert makes
    * this wait on the primary key until that transaction ends, so at most
@@ -119,7 +163,7 @@ export class IdempotencyStore {
    *
    * @throws InvalidArgumentError when the key was used for another request.
    */
-  async claim<T>(
+  private async claim<T>(
     trx: Knex.Transaction,
     key: IdempotencyKey,
   ): Promise<Replay<T>> {
@@ -172,7 +216,7 @@ export class IdempotencyStore {
   }
 
   /** Stores the result of the call that claimed the key. */
-  async remember(
+  private async remember(
     trx: Knex.Transaction,
     key: IdempotencyKey,
     result: unknown,
@@ -190,6 +234,22 @@ export class IdempotencyStore {
         secret_ciphertext: sealed?.ciphertext ?? null,
       })
       .where(whereKey(key));
+  }
+
+  /** Starts `deleteExpired` without waiting, logging its outcome. */
+  deleteExpiredInBackground(db: Knex, log: Logger): void {
+    this.deleteExpired(db).then(
+      (count) => {
+        if (count > 0) {
+          log.info({ count }, "deleted expired idempotency keys");
+        }
+      },
+      (err: unknown) =>
+        log.warn(
+          { err: describeDatabaseError(err) },
+          "failed to delete expired idempotency keys; the next call retries",
+        ),
+    );
   }
 
   /**
