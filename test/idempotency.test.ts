@@ -184,6 +184,22 @@ describe("TokenService idempotent retries", () => {
       expect(await eventsOf(service.db, request.userId)).to.have.length(1);
     });
 
+    it("provisions once for concurrent calls", async () => {
+      const request = ownerRequest();
+
+      const responses = await Promise.all(
+        Array.from({ length: CONCURRENT_CALLS }, () =>
+          rpc.getOrProvision(request),
+        ),
+      );
+
+      const secrets = new Set(responses.map((r) => r.token!.secret));
+      expect(secrets.size).to.equal(1);
+      expect(responses.every((r) => r.provisioned)).to.equal(true);
+      expect(await tokensOf(service.db, request.userId)).to.have.length(1);
+      expect(await eventsOf(service.db, request.userId)).to.have.length(1);
+    });
+
     it("replays the first secret after a rotation", async () => {
       const request = ownerRequest();
       const first = await rpc.getOrProvision(request);
@@ -304,6 +320,21 @@ describe("TokenService idempotent retries", () => {
       const [row] = await keysOf(request.audit.requestId);
       expect(row.expires_at.getTime()).to.be.greaterThan(Date.now());
       expect(await eventsOf(service.db, request.userId)).to.have.length(2);
+    });
+  });
+
+  describe("logs", () => {
+    it("contain no stored secret or hash", async () => {
+      const rows = await service.db("api_tokens");
+      const text = service.logs.lines.join("\n");
+
+      expect(rows.length).to.be.greaterThan(10);
+      expect(text).to.contain("replayed the stored response");
+      for (const row of rows) {
+        const secret = storedSecret(service.config, row);
+        expect(text).to.not.contain(secret);
+        expect(text).to.not.contain(hashSecret(secret));
+      }
     });
   });
 
