@@ -7,7 +7,11 @@ import {
   ownerRequest,
   startTestService,
   type TestService,
+  withNewRequestId,
 } from "./support/service";
+
+// Each caller sends its own audit.request_id: calls that share one are
+// retries of a single request, and replay its first response.
 
 const CALLERS = 50;
 
@@ -28,7 +32,11 @@ describe("TokenService under concurrency", () => {
 
       const responses = await Promise.all(
         Array.from({ length: CALLERS }, () =>
-          call(service.client, service.client.getOrProvision, request),
+          call(
+            service.client,
+            service.client.getOrProvision,
+            withNewRequestId(request),
+          ),
         ),
       );
 
@@ -51,7 +59,11 @@ describe("TokenService under concurrency", () => {
 
       const responses = await Promise.all(
         Array.from({ length: CALLERS }, () =>
-          call(service.client, service.client.regenerate, request),
+          call(
+            service.client,
+            service.client.regenerate,
+            withNewRequestId(request),
+          ),
         ),
       );
 
@@ -72,7 +84,11 @@ describe("TokenService under concurrency", () => {
 
       const responses = await Promise.all(
         Array.from({ length: CALLERS }, () =>
-          call(service.client, service.client.regenerate, request),
+          call(
+            service.client,
+            service.client.regenerate,
+            withNewRequestId(request),
+          ),
         ),
       );
 

@@ -6,7 +6,7 @@ import readline from "node:readline";
 import { credentials } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { TokenServiceClient } from "../src/generated/token/v1/token_service";
-import { call, ownerRequest } from "./support/service";
+import { call, ownerRequest, withNewRequestId } from "./support/service";
 
 const ROOT = path.resolve(__dirname, "..");
 
@@ -104,7 +104,11 @@ describe("embedded database", () => {
       `127.0.0.1:${second.port}`,
       credentials.createInsecure(),
     );
-    const again = await call(client, client.getOrProvision, request);
+    const again = await call(
+      client,
+      client.getOrProvision,
+      withNewRequestId(request),
+    );
     client.close();
     await stop(second);
 
