@@ -52,7 +52,7 @@ export interface Config {
   validationCacheTtlMs: number;
   /** Maximum number of cached ValidateToken results. */
   validationCacheMaxEntries: number;
-  /** Seconds a mutating call's response is replayed to retries of its request id. */
+  /** Seconds a mutating call's response is replayed to its retries. */
   idempotencyTtlSeconds: number;
   keys: KeySettings;
 }

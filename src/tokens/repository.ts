@@ -264,8 +264,8 @@ export interface TokenMatch {
 
 /**
  * Finds the token, of any kind, whose current or previous secret has this
- * hash. A current match wins over a previous one, although the unique
- * indexes and random secrets make a hash that matches both unlikely.
+ * hash. With random 32-byte secrets two rows cannot share a hash in
+ * practice, but should they, the current-secret match wins.
  */
 export async function findTokenByHash(
   db: Queryable,

@@ -430,7 +430,8 @@ export interface RegenerateRequest {
    * How long the previous secret keeps validating after the rotation, so
    * that clients holding it can switch over: 0 to 24 hours, in whole
    * milliseconds (finer parts are dropped). Unset or zero stops the
-   * previous secret at once. A negative value fails with INVALID_ARGUMENT.
+   * previous secret at once. A negative value, or one over 24 hours, fails
+   * with INVALID_ARGUMENT naming `grace_period`.
    * The period never extends the previous secret past the token's expiry,
    * and it is not applied when the token was disabled or expired.
    */
