@@ -77,6 +77,28 @@ describe("server reflection", () => {
     expect(tokenFile.dependency).to.include("google/protobuf/timestamp.proto");
   });
 
+  it("describes the lookup calls and grace_period", async () => {
+    const response = await reflect(service.app.port, {
+      fileContainingSymbol: "token.v1.TokenService",
+    });
+
+    const tokenFile = decodeFiles(response).find(
+      (f) => f.package === "token.v1",
+    );
+    const methods = tokenFile.service[0].method.map((m: any) => m.name);
+    expect(methods).to.include.members([
+      "GetDefault",
+      "ValidateToken",
+      "ListAuditEvents",
+    ]);
+    const regenerate = tokenFile.messageType.find(
+      (m: any) => m.name === "RegenerateRequest",
+    );
+    const grace = regenerate.field.find((f: any) => f.name === "grace_period");
+    expect(grace.typeName).to.equal(".google.protobuf.Duration");
+    expect(tokenFile.dependency).to.include("google/protobuf/duration.proto");
+  });
+
   for (const filename of [
     "google/protobuf/timestamp.proto",
     "grpc/health/v1/health.proto",
