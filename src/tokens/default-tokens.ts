@@ -209,22 +209,21 @@ export class DefaultTokens {
     scope: CallScope,
     request: DefaultTokenRequest,
   ): Promise<ProvisionResult> {
-    // A retry of a call that provisioned gets that call's result, even
-    // though the token is valid by now.
-    const key = idempotencyKeyOf(request);
-    if (key) {
-      const replay = await this.guard(scope, () =>
-        this.idempotency.find<ProvisionResult>(this.db, key),
-      );
-      if (replay) {
-        return replay.result;
-      }
-    }
-
-    // Login mostly finds a valid token: one plain read, no transaction.
+    // Login mostly finds a valid token: plain reads, no transaction.
     const current = await this.read(scope, request.owner);
     if (current && isValid(current)) {
-      return { token: this.reveal(current), provisioned: false };
+      // A retry of a call that provisioned gets that call's result. The
+      // token and the stored result commit together, so this read, which
+      // starts after the token read, sees the result if it exists.
+      const key = idempotencyKeyOf(request);
+      const replay = key
+        ? await this.guard(scope, () =>
+            this.idempotency.find<ProvisionResult>(this.db, key),
+          )
+        : undefined;
+      return (
+        replay?.result ?? { token: this.reveal(current), provisioned: false }
+      );
     }
 
     const result = await this.transactOnce(scope, request, async (trx) => {
