@@ -214,7 +214,7 @@ export class DefaultTokens {
     if (current && isValid(current)) {
       // A retry of a call that provisioned gets that call's result. The
       // token and the stored result commit together, so this read, which
-      // starts after the token read, sees the result if it exists.
+      // starts after the token read, finds the result if it exists.
       const key = idempotencyKeyOf(request);
       const replay = key
         ? await this.guard(scope, () =>
