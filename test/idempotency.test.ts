@@ -21,7 +21,10 @@ describe("TokenService idempotent retries", () => {
   let rpc: ReturnType<typeof rpcsOf>;
 
   before(async () => {
-    service = await startTestService();
+    // Concurrent calls under one request id queue on its key row; a long
+    // lock timeout keeps a loaded test database from turning that into
+    // ABORTED.
+    service = await startTestService({ LOCK_TIMEOUT_MS: "15000" });
     rpc = rpcsOf(service);
   });
 

@@ -329,11 +329,11 @@ describe("TokenService", () => {
       const { token: before } = await rpc.createDefault(request);
       await rpc.regenerate({
         ...withNewRequestId(request),
-        gracePeriod: { seconds: 1, nanos: 0 },
+        gracePeriod: { seconds: 2, nanos: 0 },
       });
 
       const inside = await rpc.validateToken(before!.secret);
-      await sleep(1100);
+      await sleep(2100);
       const after = await rpc.validateToken(before!.secret);
 
       expect(inside.result).to.equal(ValidationResult.VALIDATION_RESULT_VALID);
