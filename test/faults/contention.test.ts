@@ -7,6 +7,7 @@ import {
   ownerRequest,
   startTestService,
   type TestService,
+  withNewRequestId,
 } from "../support/service";
 import { countStored, tokenRpcs, unauditedTokens } from "./support/calls";
 import { CaseFigures, type Outcome } from "./support/figures";
@@ -51,7 +52,8 @@ describe("contention", () => {
 
     const outcomes = await Promise.all(
       Array.from({ length: 500 }, () =>
-        figures.settle(rpcs.getOrProvision(request)),
+        // Separate logins: a shared request id would make them retries.
+        figures.settle(rpcs.getOrProvision(withNewRequestId(request))),
       ),
     );
 

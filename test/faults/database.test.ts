@@ -18,6 +18,7 @@ import {
   startTestService,
   testEnvironment,
   type TestService,
+  withNewRequestId,
 } from "../support/service";
 import { countStored, databaseName, tokenRpcs } from "./support/calls";
 import { CaseFigures, codeOf } from "./support/figures";
@@ -73,7 +74,9 @@ describe("database faults", () => {
         );
         return rows[0].n === 0;
       });
-      const next = await figures.settle(rpcs.regenerate(request));
+      const next = await figures.settle(
+        rpcs.regenerate(withNewRequestId(request)),
+      );
 
       figures.print(await countStored(service.db, request.userId));
       expect(ended, "sessions ended").to.be.greaterThan(0);
@@ -90,14 +93,18 @@ describe("database faults", () => {
       const tokenId = first.ok ? first.value.token!.id : "";
       const lock = await lockTokenRow(service.db, tokenId);
 
-      const interrupted = figures.settle(rpcs.regenerate(request));
+      const interrupted = figures.settle(
+        rpcs.regenerate(withNewRequestId(request)),
+      );
       await waitFor("the call to wait for the row lock", async () => {
         return (await lockWaiters(service.db, database)) > 0;
       });
       const ended = await terminateServiceSessions(service.db, database, true);
       const outcome = await interrupted;
       await lock.release();
-      const next = await figures.settle(rpcs.regenerate(request));
+      const next = await figures.settle(
+        rpcs.regenerate(withNewRequestId(request)),
+      );
 
       const events = await eventsOf(service.db, request.userId);
       figures.print(await countStored(service.db, request.userId));
