@@ -203,6 +203,31 @@ describe("TokenService idempotent retries", () => {
       expect(await eventsOf(service.db, request.userId)).to.have.length(1);
     });
 
+    it("skips the key read for an old token", async () => {
+      const request = ownerRequest();
+      const { token } = await rpc.getOrProvision(request);
+      const twoDaysAgo = new Date(Date.now() - 2 * 86_400_000);
+      await service
+        .db("api_tokens")
+        .where({ id: token!.id })
+        .update({ created_at: twoDaysAgo, updated_at: twoDaysAgo });
+      const keyReads: string[] = [];
+      const onQuery = (query: { sql: string }) => {
+        if (query.sql.includes("api_idempotency_keys")) {
+          keyReads.push(query.sql);
+        }
+      };
+
+      service.app.db.on("query", onQuery);
+      const retry = await rpc.getOrProvision(request).finally(() => {
+        service.app.db.off("query", onQuery);
+      });
+
+      expect(keyReads).to.deep.equal([]);
+      expect(retry.provisioned).to.equal(false);
+      expect(retry.token!.secret).to.equal(token!.secret);
+    });
+
     it("replays the first secret after a rotation", async () => {
       const request = ownerRequest();
       const first = await rpc.getOrProvision(request);

@@ -20,7 +20,7 @@ import {
   DefaultTokenNotFoundError,
   TransactionAbortedError,
 } from "./errors";
-import { IdempotencyStore, idempotencyKeyOf } from "./idempotency";
+import { IdempotencyStore, idempotencyKeyOf, type Replay } from "./idempotency";
 import {
   deleteDefaultToken,
   findDefaultToken,
@@ -35,6 +35,9 @@ import { generateSecret, hashSecret, maskSecret, signSecret } from "./secret";
 
 /** Default of DefaultTokenSettings.idempotencyTtlSeconds: one day. */
 export const DEFAULT_IDEMPOTENCY_TTL_SECONDS = 86_400;
+
+/** Allowance for a difference between this host's and the database's clock. */
+const CLOCK_SKEW_MARGIN_MS = 60_000;
 
 /** Settings of the default-token operations. */
 export interface DefaultTokenSettings {
@@ -209,18 +212,10 @@ export class DefaultTokens {
     scope: CallScope,
     request: DefaultTokenRequest,
   ): Promise<ProvisionResult> {
-    // Login mostly finds a valid token: plain reads, no transaction.
+    // Login mostly finds a valid token: one plain read, no transaction.
     const current = await this.read(scope, request.owner);
     if (current && isValid(current)) {
-      // A retry of a call that provisioned gets that call's result. The
-      // token and the stored result commit together, so this read, which
-      // starts after the token read, finds the result if it exists.
-      const key = idempotencyKeyOf(request);
-      const replay = key
-        ? await this.guard(scope, () =>
-            this.idempotency.find<ProvisionResult>(this.db, key),
-          )
-        : undefined;
+      const replay = await this.findProvisioning(scope, request, current);
       return (
         replay?.result ?? { token: this.reveal(current), provisioned: false }
       );
@@ -326,6 +321,33 @@ export class DefaultTokens {
     const timeoutMs = statementBudgetMs(scope, this.settings.transaction);
     return this.guard(scope, () =>
       findDefaultToken(this.db, owner, { timeoutMs }),
+    );
+  }
+
+  /**
+   * Returns the stored result of a provisioning call that this request
+   * retries, if any. The token and the stored result commit together, so
+   * this read, which starts after the token read, finds the result if it
+   * exists. Provisioning sets updated_at, so a token unchanged for longer
+   * than the key lifetime has no live result, and that common case skips
+   * the read.
+   */
+  private async findProvisioning(
+    scope: CallScope,
+    request: DefaultTokenRequest,
+    current: TokenRecord,
+  ): Promise<Replay<ProvisionResult>> {
+    const key = idempotencyKeyOf(request);
+    const ttlMs = this.idempotency.ttlSeconds * 1000;
+    const changedAgoMs = Date.now() - current.updatedAt.getTime();
+    // NOTE: a reused request_id with a different request is therefore
+    // detected here only while the token is recent; the call changes
+    // nothing either way.
+    if (!key || changedAgoMs > ttlMs + CLOCK_SKEW_MARGIN_MS) {
+      return undefined;
+    }
+    return this.guard(scope, () =>
+      this.idempotency.find<ProvisionResult>(this.db, key),
     );
   }
 

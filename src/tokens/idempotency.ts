@@ -132,7 +132,8 @@ export class IdempotencyStore {
 
   constructor(
     private readonly cipher: SecretCipher,
-    private readonly ttlSeconds: number,
+    /** Seconds a stored result is replayed. */
+    readonly ttlSeconds: number,
   ) {}
 
   /**
