@@ -36,7 +36,7 @@ import { generateSecret, hashSecret, maskSecret, signSecret } from "./secret";
 /** Default of DefaultTokenSettings.idempotencyTtlSeconds: one day. */
 export const DEFAULT_IDEMPOTENCY_TTL_SECONDS = 86_400;
 
-/** Allowance for a difference between this host's and the database's clock. */
+/** Maximum assumed difference between this host's and the database's clock. */
 const CLOCK_SKEW_MARGIN_MS = 60_000;
 
 /** Settings of the default-token operations. */
