@@ -4,7 +4,7 @@ import { SecretCipher } from "../src/tokens/cipher";
 import { IdempotencyStore } from "../src/tokens/idempotency";
 import { hashSecret } from "../src/tokens/secret";
 import { eventsOf, tokensOf, violatedFields } from "./support/assertions";
-import { clientServiceMetadata, rpcsOf } from "./support/rpc";
+import { clientServiceMetadata, recordQueries, rpcsOf } from "./support/rpc";
 import { storedSecret } from "./support/rows";
 import {
   callError,
@@ -211,21 +211,18 @@ describe("TokenService idempotent retries", () => {
         .db("api_tokens")
         .where({ id: token!.id })
         .update({ created_at: twoDaysAgo, updated_at: twoDaysAgo });
-      const keyReads: string[] = [];
-      const onQuery = (query: { sql: string }) => {
-        if (query.sql.includes("api_idempotency_keys")) {
-          keyReads.push(query.sql);
-        }
-      };
-
-      service.app.db.on("query", onQuery);
-      const retry = await rpc.getOrProvision(request).finally(() => {
-        service.app.db.off("query", onQuery);
+      let retry: Awaited<ReturnType<typeof rpc.getOrProvision>>;
+      const queries = await recordQueries(service, async () => {
+        retry = await rpc.getOrProvision(request);
       });
 
+      const keyReads = queries.filter((sql) =>
+        sql.includes("api_idempotency_keys"),
+      );
+      expect(queries).to.have.length(1);
       expect(keyReads).to.deep.equal([]);
-      expect(retry.provisioned).to.equal(false);
-      expect(retry.token!.secret).to.equal(token!.secret);
+      expect(retry!.provisioned).to.equal(false);
+      expect(retry!.token!.secret).to.equal(token!.secret);
     });
 
     it("replays the first secret after a rotation", async () => {

@@ -9,7 +9,7 @@ import {
 import { touchLastUsed } from "../src/tokens/repository";
 import { hashSecret } from "../src/tokens/secret";
 import { eventsOf, violatedFields } from "./support/assertions";
-import { rpcsOf } from "./support/rpc";
+import { recordQueries, rpcsOf } from "./support/rpc";
 import { insertToken } from "./support/rows";
 import {
   callError,
@@ -25,20 +25,11 @@ function newSecret(): string {
   return `vtk_${randomBytes(32).toString("base64url")}`;
 }
 
-/** Counts the queries the service's own pool sends while `work` runs. */
 async function countQueries(
   service: TestService,
   work: () => Promise<unknown>,
 ): Promise<number> {
-  let count = 0;
-  const onQuery = () => count++;
-  service.app.db.on("query", onQuery);
-  try {
-    await work();
-  } finally {
-    service.app.db.off("query", onQuery);
-  }
-  return count;
+  return (await recordQueries(service, work)).length;
 }
 
 describe("TokenService", () => {

@@ -67,3 +67,30 @@ export function rpcsOf(service: TestService) {
       ),
   };
 }
+
+/** SQL of the health probe, which runs on a timer beside the calls. */
+const HEALTH_PROBE_SQL = "select 1";
+
+/**
+ * Records the SQL that the service's own pool sends while `work` runs,
+ * leaving out the health probe.
+ */
+export async function recordQueries(
+  service: TestService,
+  work: () => Promise<unknown>,
+): Promise<string[]> {
+  const queries: string[] = [];
+  const onQuery = (query: { sql: string }) => {
+    if (query.sql !== HEALTH_PROBE_SQL) {
+      queries.push(query.sql);
+    }
+  };
+
+  service.app.db.on("query", onQuery);
+  try {
+    await work();
+  } finally {
+    service.app.db.off("query", onQuery);
+  }
+  return queries;
+}
