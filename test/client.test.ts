@@ -17,7 +17,6 @@ import {
   UnavailableError,
   verifyTokenSignature,
 } from "../src/client";
-import { getDefaultMethod } from "../src/client/get-default-adapter";
 import {
   CreateDefaultRequest,
   CreateDefaultResponse,
@@ -283,18 +282,13 @@ describe("createTokenServiceClient", () => {
       expect(internal.details).to.not.match(/select|api_tokens|decrypt/i);
     });
 
-    it("keeps other codes as TokenServiceError", async () => {
+    it("maps a missing GetDefault token to NotFoundError", async () => {
       const request = { userId: `user-${randomUUID()}`, orgId: "" };
 
-      // The server has no GetDefault until it is generated, so this call
-      // gets UNIMPLEMENTED; once it has, the call gets NOT_FOUND instead.
       const err = await rejection(client.getDefault(request));
 
-      expect(err).to.be.instanceOf(TokenServiceError);
-      expect((err as TokenServiceError).code).to.be.oneOf([
-        status.UNIMPLEMENTED,
-        status.NOT_FOUND,
-      ]);
+      expect(err).to.be.instanceOf(NotFoundError);
+      expect((err as TokenServiceError).code).to.equal(status.NOT_FOUND);
     });
   });
 
@@ -523,34 +517,6 @@ describe("createTokenServiceClient", () => {
 
     it("can be 0 with full jitter", () => {
       expect(backoffDelayMs(3, DEFAULT_RETRY_POLICY, () => 0)).to.equal(0);
-    });
-  });
-
-  describe("getDefault adapter", () => {
-    // CreateDefaultRequest and CreateDefaultResponse number user_id, org_id
-    // and token as GetDefaultRequest and GetDefaultResponse do, so the
-    // generated code checks the hand-written encoding.
-    it("encodes user_id and org_id as fields 1 and 2", () => {
-      const bytes = getDefaultMethod.requestSerialize({
-        userId: "user-1",
-        orgId: "org-2",
-      });
-
-      const decoded = CreateDefaultRequest.decode(bytes);
-
-      expect(decoded.userId).to.equal("user-1");
-      expect(decoded.orgId).to.equal("org-2");
-    });
-
-    it("decodes token from field 1", async () => {
-      const { token } = await client.createDefault(ownerRequest());
-      const bytes = Buffer.from(
-        CreateDefaultResponse.encode({ token }).finish(),
-      );
-
-      const decoded = getDefaultMethod.responseDeserialize(bytes);
-
-      expect(decoded.token).to.deep.equal(token);
     });
   });
 });

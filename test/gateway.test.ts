@@ -131,18 +131,6 @@ describe("example gateway", () => {
     return `user-${randomUUID()}`;
   }
 
-  /** Checks that the service implements GetDefault, which PUT /profile needs. */
-  async function serviceHasGetDefault(): Promise<boolean> {
-    try {
-      await clients[0].getDefault({ userId: newUser(), orgId: "" });
-      return true;
-    } catch (err) {
-      return (
-        err instanceof TokenServiceError && err.code !== status.UNIMPLEMENTED
-      );
-    }
-  }
-
   describe("POST /login", () => {
     it("provisions, then returns the same token", async () => {
       const userId = newUser();
@@ -286,10 +274,6 @@ describe("example gateway", () => {
     });
 
     it("keeps an unchanged token", async function () {
-      if (!(await serviceHasGetDefault())) {
-        // NOTE: runs once the service implements GetDefault.
-        this.skip();
-      }
       const userId = newUser();
       const login = await send("POST", "/login", { userId });
 
@@ -306,10 +290,6 @@ describe("example gateway", () => {
     });
 
     it("regenerates on a different token", async function () {
-      if (!(await serviceHasGetDefault())) {
-        // NOTE: runs once the service implements GetDefault.
-        this.skip();
-      }
       const userId = newUser();
       const login = await send("POST", "/login", { userId });
       const typed = `vtk_${randomBytes(32).toString("base64url")}`;

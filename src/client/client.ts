@@ -10,13 +10,15 @@ import {
   CreateDefaultRequest,
   type DeepPartial,
   DeleteRequest,
+  GetDefaultRequest,
   GetOrProvisionRequest,
+  ListAuditEventsRequest,
   RegenerateRequest,
   TokenServiceService,
+  ValidateTokenRequest,
 } from "../generated/token/v1/token_service";
 import type { Logger } from "../logger";
 import { toTokenServiceError } from "./errors";
-import { GetDefaultRequest, getDefaultMethod } from "./get-default-adapter";
 import {
   DEFAULT_RETRY_POLICY,
   type RetryPolicy,
@@ -71,10 +73,12 @@ const UNARY_METHODS = {
     GetOrProvisionRequest,
   ),
   delete: unary(TokenServiceService.delete, DeleteRequest),
-  // TODO: once GetDefault is in the generated code, import GetDefaultRequest
-  // from it, write `TokenServiceService.getDefault` in place of
-  // getDefaultMethod, and delete get-default-adapter.ts.
-  getDefault: unary(getDefaultMethod, GetDefaultRequest),
+  getDefault: unary(TokenServiceService.getDefault, GetDefaultRequest),
+  validateToken: unary(TokenServiceService.validateToken, ValidateTokenRequest),
+  listAuditEvents: unary(
+    TokenServiceService.listAuditEvents,
+    ListAuditEventsRequest,
+  ),
 };
 
 /** TLS settings. With every field unset, the server must chain to a system CA. */

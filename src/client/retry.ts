@@ -79,10 +79,10 @@ export interface RetryScope {
  * at or after the deadline is not made, and the last UNAVAILABLE error is
  * thrown instead.
  *
- * NOTE: UNAVAILABLE usually means the change was not made, but a connection
- * lost during the commit can report it after the commit. A retried
- * CreateDefault may then fail with ALREADY_EXISTS, a retried Delete with
- * NOT_FOUND, and a retried Regenerate rotates the secret twice.
+ * UNAVAILABLE usually means the change was not made, but a connection lost
+ * during the commit can report it after the commit. A retry that carries
+ * the same non-empty `audit.request_id` then gets the first call's
+ * response back from the service instead of making a second change.
  */
 export async function retryUnavailable<T>(
   scope: RetryScope,
