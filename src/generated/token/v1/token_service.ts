@@ -2932,9 +2932,9 @@ export const AuditEvent: MessageFns<AuditEvent> = {
  * UNAVAILABLE means the database could not be reached: the caller may retry
  * both. When the server ends a call as DEADLINE_EXCEEDED, it committed
  * nothing. A deadline that expires on the client while the server commits
- * leaves the outcome unknown, so the change may have been made.
- * GetOrProvision and Delete with `allow_missing` are safe to retry as they
- * are.
+ * leaves the outcome unknown, so the change may have been made. A retry
+ * with the same `audit.request_id` then returns the first call's result if
+ * it committed, and makes the change if it did not.
  *
  * The calling service may name itself in the optional `x-client-service`
  * metadata key; under mutual TLS the common name of its client certificate
