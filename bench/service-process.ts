@@ -40,11 +40,18 @@ export function readStartFlags(): string[] {
   const packageFile = path.resolve(__dirname, "..", "package.json");
   const start: string =
     JSON.parse(fs.readFileSync(packageFile, "utf8")).scripts?.start ?? "";
-  const command = start.split("&&").pop()!.trim().split(/\s+/);
+  // The script may `exec` node so that signals reach it directly.
+  const command = start
+    .split("&&")
+    .pop()!
+    .trim()
+    .replace(/^exec\s+/, "")
+    .split(/\s+/);
   if (command[0] !== "node" || command.at(-1) !== "dist/main.js") {
     throw new Error(
       `cannot read the Node.js flags from the start script ` +
-        `${JSON.stringify(start)}: expected "node [flags] dist/main.js" last`,
+        `${JSON.stringify(start)}: expected "[exec] node [flags] ` +
+        `dist/main.js" last`,
     );
   }
   return command.slice(1, -1);
