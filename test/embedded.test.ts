@@ -38,7 +38,9 @@ function startEmbedded(dataDir: string): Promise<RunningProcess> {
 
   const lines: string[] = [];
   return new Promise((resolve, reject) => {
-    child.once("exit", (code) => reject(new Error(`exited with code ${code}`)));
+    child.once("exit", (code) =>
+      reject(new Error(`exited with code ${code}:\n${lines.join("\n")}`)),
+    );
     readline.createInterface({ input: child.stdout! }).on("line", (line) => {
       lines.push(line);
       const entry = JSON.parse(line);
@@ -86,6 +88,21 @@ describe("embedded database", () => {
     expect(first.lines.join("\n")).to.not.contain(created.token!.secret);
     const keyFile = fs.statSync(path.join(dataDir, "dev-keys.json"));
     expect(keyFile.mode & 0o077).to.equal(0);
+  });
+
+  it("rejects a second process on one folder", async () => {
+    const first = await startEmbedded(dataDir);
+
+    let failure: Error | undefined;
+    try {
+      await startEmbedded(dataDir);
+    } catch (err) {
+      failure = err as Error;
+    }
+    await stop(first);
+
+    expect(failure, "second start").to.not.equal(undefined);
+    expect(failure!.message).to.contain(`in use by process ${first.child.pid}`);
   });
 
   it("keeps tokens and keys across restarts", async () => {

@@ -3,6 +3,7 @@ import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import type { Knex } from "knex";
 import { eventsOf, tokensOf } from "./support/assertions";
+import { ADMIN_DATABASE_URL } from "./support/database";
 import {
   call,
   callError,
@@ -43,7 +44,7 @@ describe("TokenService errors", () => {
     });
 
     after(async () => {
-      await service.stop();
+      await service?.stop();
     });
 
     it("returns ABORTED when the row stays locked", async () => {
@@ -108,7 +109,11 @@ describe("TokenService errors", () => {
 
     before(async () => {
       proxy = net.createServer((client) => {
-        const upstream = net.connect(5432, "127.0.0.1");
+        const server = new URL(ADMIN_DATABASE_URL);
+        const upstream = net.connect(
+          Number(server.port || 5432),
+          server.hostname,
+        );
         for (const socket of [client, upstream]) {
           sockets.add(socket);
           socket.on("close", () => sockets.delete(socket));
@@ -127,7 +132,7 @@ describe("TokenService errors", () => {
     });
 
     after(async () => {
-      await service.stop();
+      await service?.stop();
     });
 
     it("returns UNAVAILABLE and recovers", async () => {
@@ -167,7 +172,7 @@ describe("TokenService errors", () => {
     });
 
     after(async () => {
-      await service.stop();
+      await service?.stop();
     });
 
     it("returns INTERNAL and rolls back", async () => {

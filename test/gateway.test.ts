@@ -310,6 +310,21 @@ describe("example gateway", () => {
       expect(actions).to.deep.equal(["create", "regenerate"]);
     });
 
+    it("creates a token when none exists", async () => {
+      const userId = newUser();
+
+      const response = await send("PUT", "/profile", {
+        userId,
+        body: { token: "typed-by-hand" },
+      });
+
+      expect(response.status).to.equal(200);
+      expect(response.body.action).to.equal("created");
+      expect(response.body.token.secret).to.match(/^vtk_/);
+      const actions = (await eventsOf(service.db, userId)).map((e) => e.action);
+      expect(actions).to.deep.equal(["create"]);
+    });
+
     it("rejects a body without token", async () => {
       const response = await send("PUT", "/profile", {
         userId: newUser(),

@@ -102,6 +102,7 @@ describe("server reflection", () => {
   for (const filename of [
     "google/protobuf/timestamp.proto",
     "grpc/health/v1/health.proto",
+    "google/rpc/error_details.proto",
   ]) {
     it(`serves ${filename} by name`, async () => {
       const response = await reflect(service.app.port, {

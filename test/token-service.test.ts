@@ -525,6 +525,7 @@ describe("TokenService", () => {
             (e) => e.msg === "call finished" && e.code === "INVALID_ARGUMENT",
           );
         expect(logged.length).to.be.greaterThan(0);
+        expect(logged.at(-1)!.invalidFields).to.deep.equal(["request"]);
       });
     }
 
@@ -547,6 +548,44 @@ describe("TokenService", () => {
         );
       expect(logged).to.have.length(1);
       expect(await tokensOf(service.db, request.userId)).to.have.length(0);
+    });
+
+    for (const [name, gracePeriod] of [
+      ["grace period just over 24 hours", { seconds: 86_400, nanos: 1 }],
+      ["negative grace period", { seconds: -1, nanos: 0 }],
+      ["grace period nanos out of range", { seconds: 1, nanos: 2_000_000_000 }],
+    ] as const) {
+      it(`rejects a ${name}`, async () => {
+        const request = { ...ownerRequest(), gracePeriod };
+
+        const err = await callError(
+          service.client,
+          service.client.regenerate,
+          request,
+        );
+
+        expect(err.code).to.equal(status.INVALID_ARGUMENT);
+        expect(violatedFields(err)).to.deep.equal(["grace_period"]);
+        expect(await tokensOf(service.db, request.userId)).to.have.length(0);
+      });
+    }
+
+    it("rejects a malformed x-client-service on reads", async () => {
+      const metadata = new Metadata();
+      metadata.set("x-client-service", "bad name!");
+      const request = { userId: "u-1", orgId: "" };
+
+      const err = await callError(
+        service.client,
+        service.client.getDefault,
+        request,
+        {},
+        metadata,
+      );
+
+      expect(err.code).to.equal(status.INVALID_ARGUMENT);
+      expect(violatedFields(err)).to.deep.equal(["x-client-service"]);
+      expect(err.details).to.contain('"bad name!"');
     });
 
     it("rejects a malformed x-client-service", async () => {

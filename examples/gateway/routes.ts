@@ -151,9 +151,9 @@ export const updateProfile: Route = async (context) => {
     };
   }
 
-  const { token } = await context.client.regenerate(ownerRequest(context));
-  return {
-    status: 200,
-    body: { action: "regenerated", token: tokenJson(token) },
-  };
+  const { token, created } = await context.client.regenerate(
+    ownerRequest(context),
+  );
+  const action = created ? "created" : "regenerated";
+  return { status: 200, body: { action, token: tokenJson(token) } };
 };

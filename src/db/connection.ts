@@ -24,6 +24,67 @@ export interface DatabaseOptions {
   acquireTimeoutMs: number;
 }
 
+/** Whether a process with this id is running. */
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Takes the embedded database's folder for this process. PGlite is a
+ * single-user database: two processes writing one folder each see their
+ * own copy and corrupt it, so a second one must fail at start. The lock is
+ * a file with the owner's process id; a lock whose process has ended is
+ * taken over, and the file is removed when this process exits.
+ *
+ * @throws Error naming the process that holds the folder.
+ */
+function lockDataDir(dataDir: string): void {
+  const lockFile = path.join(dataDir, "pglite.pid");
+
+  // Creating the file with the `wx` flag fails when it exists, so of two
+  // processes that start together only one takes the lock.
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(lockFile, String(process.pid), {
+        flag: "wx",
+        mode: 0o600,
+      });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") {
+        throw err;
+      }
+    }
+
+    const owner = Number.parseInt(fs.readFileSync(lockFile, "utf8"), 10);
+    if (owner === process.pid) {
+      return;
+    }
+    if (attempt === 1 || (Number.isInteger(owner) && isRunning(owner))) {
+      throw new Error(
+        `the embedded database in ${dataDir} is in use by process ${owner}; ` +
+          `stop that process or set another DATA_DIR (if no such server ` +
+          `runs, delete ${lockFile})`,
+      );
+    }
+    fs.rmSync(lockFile, { force: true });
+  }
+
+  process.once("exit", () => {
+    const current = fs.existsSync(lockFile)
+      ? fs.readFileSync(lockFile, "utf8")
+      : "";
+    if (current === String(process.pid)) {
+      fs.rmSync(lockFile, { force: true });
+    }
+  });
+}
+
 /** knex settings for PostgreSQL through pg, or for PGlite in `dataDir`. */
 export function buildKnexConfig(options: DatabaseOptions): Knex.Config {
   const migrations = { migrationSource, tableName: "knex_migrations" };
@@ -50,6 +111,7 @@ export function buildKnexConfig(options: DatabaseOptions): Knex.Config {
   const filename = path.join(options.dataDir, "pglite");
   fs.mkdirSync(filename, { recursive: true, mode: 0o700 });
   fs.chmodSync(options.dataDir, 0o700);
+  lockDataDir(options.dataDir);
   return {
     client: ClientPgLite,
     dialect: "postgres",

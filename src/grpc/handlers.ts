@@ -49,9 +49,7 @@ function parseRequest<T extends OwnerRequestMessage>(
 ): DefaultTokenRequest {
   const owner = validateOwner(validator, message);
   const audit = validateAudit(validator, message.audit);
-  if (context.clientServiceViolation) {
-    validator.violations.push(context.clientServiceViolation);
-  }
+  validator.include(context.clientServiceViolation);
   validator.throwIfInvalid();
 
   return {

@@ -63,6 +63,7 @@ export function createLookupHandlers(
     getDefault: unary("GetDefault", async (message, context) => {
       const validator = new RequestValidator();
       const owner = validateOwner(validator, message);
+      validator.include(context.clientServiceViolation);
       validator.throwIfInvalid();
 
       const token = await tokens.getDefault(context, owner);
@@ -70,6 +71,10 @@ export function createLookupHandlers(
     }),
 
     validateToken: unary("ValidateToken", async (message, context) => {
+      const validator = new RequestValidator();
+      validator.include(context.clientServiceViolation);
+      validator.throwIfInvalid();
+
       const validation = await services.validator.validate(
         context,
         message.secret,
@@ -91,6 +96,7 @@ export function createLookupHandlers(
         DEFAULT_PAGE_SIZE,
         MAX_PAGE_SIZE,
       );
+      validator.include(context.clientServiceViolation);
       validator.throwIfInvalid();
       const beforeId =
         message.pageToken === ""

@@ -30,7 +30,13 @@ export const TOKEN_SERVICE_NAME = "token.v1.TokenService";
  * types included, which grpcurl needs to resolve google.protobuf.Timestamp.
  * Descriptors that @grpc/proto-loader derives lack both.
  */
-const DESCRIPTOR_SETS = ["token_service.binpb", "health.binpb"];
+const DESCRIPTOR_SETS = [
+  "token_service.binpb",
+  "health.binpb",
+  // google.rpc.Status and its details, so that grpcurl can decode the
+  // `grpc-status-details-bin` trailer of an error.
+  "google_rpc.binpb",
+];
 
 /**
  * grpc-health-check ships health.proto as `health/v1/health.proto`; clients

@@ -96,8 +96,8 @@ function readClientService(call: ServerUnaryCall<unknown, unknown>): {
     const violation = {
       field: CLIENT_SERVICE_KEY,
       description:
-        `metadata ${CLIENT_SERVICE_KEY} must be one name of 1 to 128 ` +
-        `letters, digits or . _ : / @ -`,
+        `metadata ${CLIENT_SERVICE_KEY} ${JSON.stringify(value.slice(0, 64))} ` +
+        `is invalid: send one value of 1 to 128 letters, digits or . _ : / @ -`,
     };
     return { clientService: "", violation };
   }
@@ -178,7 +178,7 @@ export function unary<Req extends object, Res>(
       return handle(call.request, context);
     };
 
-    const finish = (code: status) => {
+    const finish = (code: status, invalidFields?: string[]) => {
       // grpc-js 1.10 and later emits "cancelled" at the end of every call,
       // completed ones too. Aborting then would build an unused AbortError,
       // stack trace included, for each call.
@@ -189,6 +189,7 @@ export function unary<Req extends object, Res>(
           code: status[code],
           durationMs,
           clientService: truncate(clientService),
+          invalidFields,
           peer: call.getPeer(),
         },
         "call finished",
@@ -216,7 +217,11 @@ export function unary<Req extends object, Res>(
             details: [],
           };
         }
-        finish(callStatus.code);
+        const invalidFields =
+          err instanceof InvalidArgumentError
+            ? err.violations.map((violation) => violation.field)
+            : undefined;
+        finish(callStatus.code, invalidFields);
         callback(toServiceError(callStatus));
       },
     );

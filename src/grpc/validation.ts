@@ -23,6 +23,7 @@ const NANOS_PER_MS = 1_000_000;
 // use, line and paragraph separator characters, and U+FFFD. Any of them
 // would let a stored id or audit field display as something else.
 const FORBIDDEN_CHARACTER = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Zl}\p{Zp}\uFFFD]/u;
+const NANOS_PER_SECOND = 1_000_000_000;
 const LEADING_COMBINING_MARK = /^\p{M}/u;
 
 /** Collects the violations of one request before any database work. */
@@ -118,20 +119,41 @@ export class RequestValidator {
     }
 
     const { seconds, nanos } = value;
-    if (seconds < 0 || nanos < 0) {
-      this.add(field, `${field} is negative; send 0 or a positive duration`);
-      return 0;
-    }
-    const ms = seconds * 1000 + Math.floor(nanos / NANOS_PER_MS);
-    if (nanos >= 1000 * NANOS_PER_MS || ms > maxMs) {
+    const text =
+      nanos === 0
+        ? `${seconds}s`
+        : `${seconds}.${String(Math.abs(nanos)).padStart(9, "0")}s`;
+    const maxSeconds = maxMs / 1000;
+    if (
+      !Number.isInteger(nanos) ||
+      nanos <= -NANOS_PER_SECOND ||
+      nanos >= NANOS_PER_SECOND
+    ) {
       this.add(
         field,
-        `${field} is over the maximum of ${maxMs / 1000} seconds, or its ` +
-          `nanos are out of range; send a shorter duration`,
+        `${field}.nanos is ${nanos}; send -999999999 to 999999999`,
       );
       return 0;
     }
-    return ms;
+    if (seconds < 0 || nanos < 0) {
+      this.add(
+        field,
+        `${field} is negative (${text}); send 0 or a positive duration`,
+      );
+      return 0;
+    }
+    // Compared in nanoseconds, so that 86400 s and 1 ns is over 86400 s.
+    const totalNanos =
+      BigInt(seconds) * BigInt(NANOS_PER_SECOND) + BigInt(nanos);
+    if (totalNanos > BigInt(maxMs) * BigInt(NANOS_PER_MS)) {
+      this.add(
+        field,
+        `${field} is ${text}, over the maximum of ${maxSeconds}s; send a ` +
+          `shorter duration`,
+      );
+      return 0;
+    }
+    return seconds * 1000 + Math.floor(nanos / NANOS_PER_MS);
   }
 
   /** Checks a page size: 0 for `fallback`, else 1 to `max`. */
@@ -151,6 +173,13 @@ export class RequestValidator {
 
   add(field: string, description: string): void {
     this.violations.push({ field, description });
+  }
+
+  /** Adds a violation found outside the request message, if there is one. */
+  include(violation: FieldViolation | undefined): void {
+    if (violation) {
+      this.violations.push(violation);
+    }
   }
 
   /** @throws InvalidArgumentError listing every violation found. */

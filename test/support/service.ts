@@ -72,9 +72,15 @@ export async function startTestService(
     ...env,
   });
   const logs = new LogCapture();
-  const app = await startApp(config, createLogger(config.logLevel, logs), {
-    hooks: options.hooks,
-  });
+  let app: App;
+  try {
+    app = await startApp(config, createLogger(config.logLevel, logs), {
+      hooks: options.hooks,
+    });
+  } catch (err) {
+    await dropDatabase(name);
+    throw err;
+  }
   const client = new TokenServiceClient(
     `127.0.0.1:${app.port}`,
     credentials.createInsecure(),
