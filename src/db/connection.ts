@@ -24,7 +24,7 @@ export interface DatabaseOptions {
   acquireTimeoutMs: number;
 }
 
-/** Whether a process with this id is running. */
+/** Returns whether a process with this id is running. */
 function isRunning(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -38,7 +38,7 @@ function isRunning(pid: number): boolean {
  * Takes the embedded database's folder for this process. PGlite is a
  * single-user database: two processes writing one folder each see their
  * own copy and corrupt it, so a second one must fail at start. The lock is
- * a file with the owner's process id; a lock whose process has ended is
+ * a file with the owner's process id. A lock whose process has ended is
  * taken over, and the file is removed when this process exits.
  *
  * @throws Error naming the process that holds the folder.
@@ -106,7 +106,7 @@ export function buildKnexConfig(options: DatabaseOptions): Knex.Config {
     };
   }
 
-  // The data folder holds the database and the development keys, so only
+  // The data folder contains the database and the development keys, so only
   // the service's user may enter it, whatever modes PGlite gives its files.
   const filename = path.join(options.dataDir, "pglite");
   fs.mkdirSync(filename, { recursive: true, mode: 0o700 });
