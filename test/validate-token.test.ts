@@ -280,11 +280,29 @@ describe("TokenService", () => {
       // The UPDATE's own condition, which other replicas also rely on.
       const { token } = await rpc.createDefault(ownerRequest());
 
-      const first = await touchLastUsed(service.db, token!.id, MINUTE_MS);
-      const second = await touchLastUsed(service.db, token!.id, MINUTE_MS);
+      const first = await touchLastUsed(service.db, [token!.id], MINUTE_MS);
+      const second = await touchLastUsed(service.db, [token!.id], MINUTE_MS);
 
-      expect(first).to.equal(true);
-      expect(second).to.equal(false);
+      expect(first).to.deep.equal([token!.id]);
+      expect(second).to.deep.equal([]);
+    });
+
+    it("updates many tokens in one query", async () => {
+      const { token: first } = await rpc.createDefault(ownerRequest());
+      const { token: second } = await rpc.createDefault(ownerRequest());
+
+      const queries = await recordQueries(service, async () => {
+        await rpc.validateToken(first!.secret);
+        await rpc.validateToken(second!.secret);
+        await service.app.validator.settle();
+      });
+
+      const updates = queries.filter((sql) => sql.startsWith("update"));
+      expect(updates).to.have.length(1);
+      expect(await lastUsedAt(first!.id)).to.not.equal(null);
+      expect(await lastUsedAt(second!.id)).to.not.equal(null);
+      expect(updateLines(first!.id)).to.have.length(1);
+      expect(updateLines(second!.id)).to.have.length(1);
     });
   });
 

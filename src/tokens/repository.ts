@@ -383,27 +383,26 @@ export async function findTokenByHash(
   };
 }
 
+const TOUCH_LAST_USED_SQL =
+  `update ${TABLE} set last_used_at = now() where id = any(?) ` +
+  "and (last_used_at is null or " +
+  "last_used_at < now() - make_interval(secs => ?)) returning id";
+
 /**
- * Sets last_used_at to now unless it is already less than `minIntervalMs`
- * old, so that frequent use writes at most once an interval. Returns
- * whether the row changed.
+ * Sets last_used_at to now on each of the tokens whose last_used_at is
+ * null or at least `minIntervalMs` old, in one statement, so that frequent
+ * use writes at most once an interval per token. Returns the ids updated.
  */
 export async function touchLastUsed(
   db: Queryable,
-  tokenId: string,
+  tokenIds: string[],
   minIntervalMs: number,
-): Promise<boolean> {
-  const updated = await db(TABLE)
-    .update({ last_used_at: db.fn.now() })
-    .where({ id: tokenId })
-    .andWhere((query) =>
-      query
-        .whereNull("last_used_at")
-        .orWhere(
-          "last_used_at",
-          "<",
-          db.raw("now() - make_interval(secs => ?)", [minIntervalMs / 1000]),
-        ),
-    );
-  return updated > 0;
+): Promise<string[]> {
+  // knex passes an array binding of a raw query through unexpanded, and pg
+  // and PGlite send it as one array parameter.
+  const result = (await db.raw(TOUCH_LAST_USED_SQL, [
+    tokenIds,
+    minIntervalMs / 1000,
+  ])) as { rows: { id: string }[] };
+  return result.rows.map((row) => row.id);
 }
