@@ -13,7 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import knex from "knex";
-import { findDefaultToken } from "../src/tokens/repository";
+import { findDefaultTokenWithKey } from "../src/tokens/repository";
 import type { LoadShape } from "./closed-loop";
 import type { LoadJob, LoadReply } from "./load-worker";
 import { type CapturedQuery, findPgbench, runPgbench } from "./pgbench";
@@ -153,7 +153,12 @@ async function measure(
   };
 }
 
-/** Captures the SQL that findDefaultToken sends, with its bindings. */
+/**
+ * Captures the SQL of GetOrProvision's read of an existing token, with its
+ * bindings. Every bench call carries an audit.request_id, so the service
+ * sends the statement that also reads the idempotency key, here of a
+ * request id no row has, as for every bench call.
+ */
 async function captureHotPathQuery(
   databaseUrl: string,
 ): Promise<CapturedQuery> {
@@ -171,15 +176,20 @@ async function captureHotPathQuery(
     };
   });
   try {
-    await findDefaultToken(db, {
-      userId: CAPTURE_USER_ID,
-      orgId: BENCH_ORG_ID,
-    });
+    await findDefaultTokenWithKey(
+      db,
+      { userId: CAPTURE_USER_ID, orgId: BENCH_ORG_ID },
+      {
+        clientService: "token-service-bench",
+        rpc: "GetOrProvision",
+        requestId: "bench-capture",
+      },
+    );
   } finally {
     await db.destroy();
   }
   if (!captured) {
-    throw new Error("findDefaultToken sent no query through knex");
+    throw new Error("findDefaultTokenWithKey sent no query through knex");
   }
   return captured;
 }

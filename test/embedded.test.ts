@@ -5,7 +5,10 @@ import path from "node:path";
 import readline from "node:readline";
 import { credentials } from "@grpc/grpc-js";
 import { expect } from "chai";
-import { TokenServiceClient } from "../src/generated/token/v1/token_service";
+import {
+  TokenServiceClient,
+  ValidationResult,
+} from "../src/generated/token/v1/token_service";
 import { call, ownerRequest, withNewRequestId } from "./support/service";
 
 const ROOT = path.resolve(__dirname, "..");
@@ -113,6 +116,9 @@ describe("embedded database", () => {
       credentials.createInsecure(),
     );
     const created = await call(client, client.getOrProvision, request);
+    const validation = await call(client, client.validateToken, {
+      secret: created.token!.secret,
+    });
     client.close();
     await stop(first);
 
@@ -131,5 +137,10 @@ describe("embedded database", () => {
 
     expect(again.provisioned).to.equal(false);
     expect(again.token!.secret).to.equal(created.token!.secret);
+    // The last_used_at update queued by ValidateToken is written on stop.
+    expect(validation.result).to.equal(
+      ValidationResult.VALIDATION_RESULT_VALID,
+    );
+    expect(again.token!.lastUsedAt).to.be.instanceOf(Date);
   });
 });

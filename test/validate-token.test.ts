@@ -280,11 +280,62 @@ describe("TokenService", () => {
       // The UPDATE's own condition, which other replicas also rely on.
       const { token } = await rpc.createDefault(ownerRequest());
 
-      const first = await touchLastUsed(service.db, token!.id, MINUTE_MS);
-      const second = await touchLastUsed(service.db, token!.id, MINUTE_MS);
+      const first = await touchLastUsed(service.db, [token!.id], MINUTE_MS);
+      const second = await touchLastUsed(service.db, [token!.id], MINUTE_MS);
 
-      expect(first).to.equal(true);
-      expect(second).to.equal(false);
+      expect(first).to.deep.equal([token!.id]);
+      expect(second).to.deep.equal([]);
+    });
+
+    it("logs a failed update and retries", async () => {
+      const { token } = await rpc.createDefault(ownerRequest());
+      await service.db.raw(`
+        create function reject_last_used() returns trigger
+        language plpgsql as $$
+        begin raise exception 'last_used_at rejected by the test'; end $$`);
+      await service.db.raw(`
+        create trigger reject_last_used before update of last_used_at
+        on api_tokens for each row execute function reject_last_used()`);
+      try {
+        await rpc.validateToken(token!.secret);
+        await service.app.validator.settle();
+      } finally {
+        await service.db.raw("drop trigger reject_last_used on api_tokens");
+        await service.db.raw("drop function reject_last_used()");
+      }
+      const failures = service.logs
+        .entries()
+        .filter((e) =>
+          String(e.msg).startsWith("failed to update last_used_at"),
+        );
+      const afterFailure = await lastUsedAt(token!.id);
+
+      await rpc.validateToken(token!.secret);
+      await service.app.validator.settle();
+
+      expect(failures).to.have.length(1);
+      expect(failures[0].count).to.equal(1);
+      expect(afterFailure).to.equal(null);
+      expect(await lastUsedAt(token!.id)).to.not.equal(null);
+      expect(updateLines(token!.id)).to.have.length(1);
+    });
+
+    it("updates many tokens in one query", async () => {
+      const { token: first } = await rpc.createDefault(ownerRequest());
+      const { token: second } = await rpc.createDefault(ownerRequest());
+
+      const queries = await recordQueries(service, async () => {
+        await rpc.validateToken(first!.secret);
+        await rpc.validateToken(second!.secret);
+        await service.app.validator.settle();
+      });
+
+      const updates = queries.filter((sql) => sql.startsWith("update"));
+      expect(updates).to.have.length(1);
+      expect(await lastUsedAt(first!.id)).to.not.equal(null);
+      expect(await lastUsedAt(second!.id)).to.not.equal(null);
+      expect(updateLines(first!.id)).to.have.length(1);
+      expect(updateLines(second!.id)).to.have.length(1);
     });
   });
 

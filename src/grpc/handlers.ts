@@ -37,7 +37,8 @@ interface RequestCodec<T> {
  * Validates the fields every default-token request shares, and
  * fingerprints the whole request (its protobuf encoding, which ts-proto
  * writes in field order) so that a retry under the same request id can be
- * distinguished from a different request.
+ * distinguished from a different request. A request with no request id
+ * is never replayed, so it gets no fingerprint.
  *
  * @throws InvalidArgumentError naming every invalid field.
  */
@@ -52,15 +53,16 @@ function parseRequest<T extends OwnerRequestMessage>(
   validator.include(context.clientServiceViolation);
   validator.throwIfInvalid();
 
+  const fingerprint =
+    audit.requestId === ""
+      ? undefined
+      : fingerprintRequest(context.rpc, codec.encode(message).finish());
   return {
     owner,
     audit,
     rpc: context.rpc,
     clientService: context.clientService,
-    fingerprint: fingerprintRequest(
-      context.rpc,
-      codec.encode(message).finish(),
-    ),
+    fingerprint,
   };
 }
 

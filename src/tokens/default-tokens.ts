@@ -24,12 +24,14 @@ import { IdempotencyStore, idempotencyKeyOf, type Replay } from "./idempotency";
 import {
   deleteDefaultToken,
   findDefaultToken,
+  findDefaultTokenWithKey,
   insertDefaultToken,
   type PreviousSecret,
   replaceSecret,
   type SecretColumns,
   type TokenOwner,
   type TokenRecord,
+  type TokenWithKey,
 } from "./repository";
 import { generateSecret, hashSecret, maskSecret, signSecret } from "./secret";
 
@@ -213,11 +215,14 @@ export class DefaultTokens {
     request: DefaultTokenRequest,
   ): Promise<ProvisionResult> {
     // Login mostly finds a valid token: one plain read, no transaction.
-    const current = await this.read(scope, request.owner);
-    if (current && isValid(current)) {
-      const replay = await this.findProvisioning(scope, request, current);
+    const current = await this.readForLogin(scope, request);
+    if (current && isValid(current.record)) {
+      const replay = this.findProvisioning(request, current);
       return (
-        replay?.result ?? { token: this.reveal(current), provisioned: false }
+        replay?.result ?? {
+          token: this.reveal(current.record),
+          provisioned: false,
+        }
       );
     }
 
@@ -325,30 +330,45 @@ export class DefaultTokens {
   }
 
   /**
-   * Returns the stored result of a provisioning call that this request
-   * retries, if any. The token and the stored result commit together, so
-   * this read, which starts after the token read, finds the result if it
-   * exists. Provisioning sets updated_at, so a token unchanged for longer
-   * than the key lifetime has no live result, and that common case skips
-   * the read.
+   * Reads the default token and, when the request has an idempotency key,
+   * the key's row in the same statement: one round trip either way.
    */
-  private async findProvisioning(
+  private async readForLogin(
     scope: CallScope,
     request: DefaultTokenRequest,
-    current: TokenRecord,
-  ): Promise<Replay<ProvisionResult>> {
+  ): Promise<TokenWithKey | undefined> {
+    const key = idempotencyKeyOf(request);
+    if (!key) {
+      const record = await this.read(scope, request.owner);
+      return record && { record, key: undefined };
+    }
+
+    const timeoutMs = statementBudgetMs(scope, this.settings.transaction);
+    return this.guard(scope, () =>
+      findDefaultTokenWithKey(this.db, request.owner, key, { timeoutMs }),
+    );
+  }
+
+  /**
+   * Returns the stored result of a provisioning call that this request
+   * retries, if any, from the key row read with the token. Provisioning
+   * sets updated_at, so a token unchanged for longer than the key lifetime
+   * has no live result, and its key row is not used.
+   */
+  private findProvisioning(
+    request: DefaultTokenRequest,
+    current: TokenWithKey,
+  ): Replay<ProvisionResult> {
     const key = idempotencyKeyOf(request);
     const ttlMs = this.idempotency.ttlSeconds * 1000;
-    const changedAgoMs = Date.now() - current.updatedAt.getTime();
+    const changedAgoMs = Date.now() - current.record.updatedAt.getTime();
     // NOTE: a reused request_id with a different request is therefore
     // detected here only while the token is recent; the call changes
     // nothing either way.
     if (!key || changedAgoMs > ttlMs + CLOCK_SKEW_MARGIN_MS) {
       return undefined;
     }
-    return this.guard(scope, () =>
-      this.idempotency.find<ProvisionResult>(this.db, key),
-    );
+    return this.idempotency.replayStored<ProvisionResult>(current.key, key);
   }
 
   /** Runs a read outside a transaction, translating database errors. */

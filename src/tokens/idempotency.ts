@@ -5,7 +5,7 @@ import type { Logger } from "../logger";
 import type { AuditSource } from "./audit";
 import type { SecretCipher } from "./cipher";
 import { InvalidArgumentError, TransactionAbortedError } from "./errors";
-import type { Queryable } from "./repository";
+import type { IdempotencyKeyRow, Queryable } from "./repository";
 
 /** One call as the idempotency table keys and compares it. */
 export interface IdempotencyKey {
@@ -18,14 +18,6 @@ export interface IdempotencyKey {
 
 /** A remembered result to send again, or undefined when there is none. */
 export type Replay<T> = { result: T } | undefined;
-
-interface KeyRow {
-  fingerprint: string;
-  response: string | null;
-  secret_key_id: string | null;
-  secret_ciphertext: Buffer | null;
-  expired: boolean;
-}
 
 const TABLE = "api_idempotency_keys";
 
@@ -206,13 +198,16 @@ export class IdempotencyStore {
   }
 
   /**
-   * Returns the result remembered under the key outside any transaction,
-   * or undefined when none is stored, it expired or it is still running.
+   * Returns the result stored in a key row read outside any transaction,
+   * or undefined when there is no row, it expired or its call is still
+   * running.
    *
    * @throws InvalidArgumentError when the key was used for another request.
    */
-  async find<T>(db: Queryable, key: IdempotencyKey): Promise<Replay<T>> {
-    const row = await this.read(db, key);
+  replayStored<T>(
+    row: IdempotencyKeyRow | undefined,
+    key: IdempotencyKey,
+  ): Replay<T> {
     if (!row || row.expired || row.response === null) {
       return undefined;
     }
@@ -277,7 +272,7 @@ export class IdempotencyStore {
   private async read(
     db: Queryable,
     key: IdempotencyKey,
-  ): Promise<KeyRow | undefined> {
+  ): Promise<IdempotencyKeyRow | undefined> {
     return db(TABLE)
       .select(
         "fingerprint",
@@ -290,7 +285,7 @@ export class IdempotencyStore {
       .first();
   }
 
-  private replay<T>(row: KeyRow, key: IdempotencyKey): Replay<T> {
+  private replay<T>(row: IdempotencyKeyRow, key: IdempotencyKey): Replay<T> {
     if (row.fingerprint !== key.fingerprint) {
       throw new InvalidArgumentError([
         {

@@ -156,6 +156,95 @@ export async function findDefaultToken(
   return row ? toRecord(row) : undefined;
 }
 
+/** The stored-result columns of one idempotency key. */
+export interface IdempotencyKeyRow {
+  fingerprint: string;
+  response: string | null;
+  secret_key_id: string | null;
+  secret_ciphertext: Buffer | null;
+  /** Whether expires_at had passed when the row was read. */
+  expired: boolean;
+}
+
+/** The columns that select one idempotency key by its primary key. */
+export interface IdempotencyKeyId {
+  clientService: string;
+  rpc: string;
+  requestId: string;
+}
+
+/** A default token read together with the stored result of a request. */
+export interface TokenWithKey {
+  record: TokenRecord;
+  /** The request's idempotency key row; undefined when none is stored. */
+  key: IdempotencyKeyRow | undefined;
+}
+
+// The login read with the request's idempotency key joined in, so that a
+// retried provisioning call is recognized with no second round trip. One
+// statement reads both rows in one snapshot, and the change and its stored
+// result commit together, so it returns both or neither. The key columns
+// are prefixed with key_ so that they cannot shadow the token's.
+const FIND_DEFAULT_WITH_KEY_SQL =
+  "select t.*, (t.expires_at is not null and t.expires_at <= now()) " +
+  "as expired, k.request_id as key_request_id, " +
+  "k.fingerprint as key_fingerprint, k.response as key_response, " +
+  "k.secret_key_id as key_secret_key_id, " +
+  "k.secret_ciphertext as key_secret_ciphertext, " +
+  "(k.expires_at <= now()) as key_expired " +
+  `from ${TABLE} t left join api_idempotency_keys k ` +
+  "on k.client_service = ? and k.rpc = ? and k.request_id = ? " +
+  "where t.user_id = ? and t.org_id = ? and t.kind = 'default' limit 1";
+
+interface TokenWithKeyRow extends TokenRow {
+  key_request_id: string | null;
+  key_fingerprint: string;
+  key_response: string | null;
+  key_secret_key_id: string | null;
+  key_secret_ciphertext: Buffer | null;
+  key_expired: boolean;
+}
+
+/**
+ * Reads the default token of an owner and, in the same statement, the
+ * idempotency key row of `keyId`. Returns undefined when the owner has no
+ * default token. `timeoutMs` works as in findDefaultToken.
+ */
+export async function findDefaultTokenWithKey(
+  db: Queryable,
+  owner: TokenOwner,
+  keyId: IdempotencyKeyId,
+  options: { timeoutMs?: number } = {},
+): Promise<TokenWithKey | undefined> {
+  const query = db.raw(FIND_DEFAULT_WITH_KEY_SQL, [
+    keyId.clientService,
+    keyId.rpc,
+    keyId.requestId,
+    owner.userId,
+    owner.orgId,
+  ]);
+  if (options.timeoutMs !== undefined) {
+    query.timeout(options.timeoutMs, { cancel: true });
+  }
+  const result = (await query) as { rows: TokenWithKeyRow[] };
+
+  const row = result.rows[0];
+  if (!row) {
+    return undefined;
+  }
+  const key =
+    row.key_request_id === null
+      ? undefined
+      : {
+          fingerprint: row.key_fingerprint,
+          response: row.key_response,
+          secret_key_id: row.key_secret_key_id,
+          secret_ciphertext: row.key_secret_ciphertext,
+          expired: row.key_expired,
+        };
+  return { record: toRecord(row), key };
+}
+
 /**
  * Inserts a default token unless the owner already has one. Returns
  * undefined on that conflict, after waiting for a concurrent inserter to
@@ -294,27 +383,26 @@ export async function findTokenByHash(
   };
 }
 
+const TOUCH_LAST_USED_SQL =
+  `update ${TABLE} set last_used_at = now() where id = any(?) ` +
+  "and (last_used_at is null or " +
+  "last_used_at < now() - make_interval(secs => ?)) returning id";
+
 /**
- * Sets last_used_at to now unless it is already less than `minIntervalMs`
- * old, so that frequent use writes at most once an interval. Returns
- * whether the row changed.
+ * Sets last_used_at to now on each of the tokens whose last_used_at is
+ * null or at least `minIntervalMs` old, in one statement, so that frequent
+ * use writes at most once an interval per token. Returns the ids updated.
  */
 export async function touchLastUsed(
   db: Queryable,
-  tokenId: string,
+  tokenIds: string[],
   minIntervalMs: number,
-): Promise<boolean> {
-  const updated = await db(TABLE)
-    .update({ last_used_at: db.fn.now() })
-    .where({ id: tokenId })
-    .andWhere((query) =>
-      query
-        .whereNull("last_used_at")
-        .orWhere(
-          "last_used_at",
-          "<",
-          db.raw("now() - make_interval(secs => ?)", [minIntervalMs / 1000]),
-        ),
-    );
-  return updated > 0;
+): Promise<string[]> {
+  // knex passes an array binding of a raw query through unexpanded, and pg
+  // and PGlite send it as one array parameter.
+  const result = (await db.raw(TOUCH_LAST_USED_SQL, [
+    tokenIds,
+    minIntervalMs / 1000,
+  ])) as { rows: { id: string }[] };
+  return result.rows.map((row) => row.id);
 }

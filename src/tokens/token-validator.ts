@@ -52,6 +52,12 @@ export interface ValidatorSettings {
 /** Minimum time between two last_used_at updates of one token. */
 export const LAST_USED_INTERVAL_MS = 60_000;
 
+/** Milliseconds a token use waits for the batched last_used_at update. */
+const LAST_USED_FLUSH_DELAY_MS = 1_000;
+
+/** Maximum token ids of one last_used_at update; more start one at once. */
+const LAST_USED_BATCH_MAX = 1_000;
+
 /** Maximum length of a token; longer strings are malformed. */
 const MAX_SECRET_LENGTH = 47;
 
@@ -91,12 +97,18 @@ function describeMatch(match: TokenMatch | undefined): TokenValidation {
 
 /**
  * Checks presented secrets against the stored hashes. Validation is a
- * read: the last_used_at update runs in the background, at most once a
- * minute per token, and its failure does not change the result.
+ * read: last_used_at is written in the background by a batched UPDATE
+ * within about a second of the use, at most once a minute per token, and
+ * its failure does not change the result.
  */
 export class TokenValidator {
   private readonly cache: ValidationCache;
-  private readonly touches = new Map<string, Promise<void>>();
+  /** Ids of used tokens waiting for the next last_used_at update. */
+  private readonly queuedUses = new Set<string>();
+  /** Ids in a last_used_at update that has not finished yet. */
+  private readonly writingUses = new Set<string>();
+  private readonly flushes = new Set<Promise<void>>();
+  private flushTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly db: Knex,
@@ -142,39 +154,76 @@ export class TokenValidator {
     this.cache.invalidate(tokenId);
   }
 
-  /** Waits for the background last_used_at updates started so far. */
+  /**
+   * Writes the queued last_used_at updates now and waits for every update
+   * started so far, so that a stopping service loses none of them.
+   */
   async settle(): Promise<void> {
-    await Promise.all(this.touches.values());
+    this.flush();
+    await Promise.all(this.flushes);
   }
 
   /**
-   * Starts the last_used_at update of a token unless the row read shows a
-   * recent use or an update is already running. The UPDATE's own condition
-   * keeps concurrent callers and other replicas to one write a minute.
+   * Queues the last_used_at update of a token unless the row read shows a
+   * recent use or the token is already queued or being written. The
+   * UPDATE's own condition keeps concurrent callers and other replicas to
+   * one write a minute.
    */
   private recordUse(match: TokenMatch): void {
     const { id, lastUsedAt } = match.record;
     const recent =
       lastUsedAt !== null &&
       Date.now() - lastUsedAt.getTime() < LAST_USED_INTERVAL_MS;
-    if (recent || this.touches.has(id)) {
+    if (recent || this.queuedUses.has(id) || this.writingUses.has(id)) {
       return;
     }
 
-    const touch = touchLastUsed(this.db, id, LAST_USED_INTERVAL_MS).then(
+    this.queuedUses.add(id);
+    if (this.queuedUses.size >= LAST_USED_BATCH_MAX) {
+      this.flush();
+    } else if (!this.flushTimer) {
+      this.flushTimer = setTimeout(
+        () => this.flush(),
+        LAST_USED_FLUSH_DELAY_MS,
+      );
+      this.flushTimer.unref();
+    }
+  }
+
+  /** Starts one UPDATE of every queued token without waiting for it. */
+  private flush(): void {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    if (this.queuedUses.size === 0) {
+      return;
+    }
+
+    const ids = [...this.queuedUses];
+    this.queuedUses.clear();
+    for (const id of ids) {
+      this.writingUses.add(id);
+    }
+
+    const write = touchLastUsed(this.db, ids, LAST_USED_INTERVAL_MS).then(
       (updated) => {
-        if (updated) {
+        for (const id of updated) {
           this.log.debug({ tokenId: id }, "updated last_used_at");
         }
       },
       (err: unknown) => {
         this.log.warn(
-          { tokenId: id, err: describeDatabaseError(err) },
-          "failed to update last_used_at; the next use will retry",
+          { count: ids.length, err: describeDatabaseError(err) },
+          "failed to update last_used_at of the tokens used; " +
+            "their next use will retry",
         );
       },
     );
-    this.touches.set(id, touch);
-    void touch.finally(() => this.touches.delete(id));
+    this.flushes.add(write);
+    void write.finally(() => {
+      this.flushes.delete(write);
+      for (const id of ids) {
+        this.writingUses.delete(id);
+      }
+    });
   }
 }
