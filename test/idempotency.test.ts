@@ -62,10 +62,24 @@ describe("TokenService idempotent retries", () => {
       expect(row.rpc).to.equal("CreateDefault");
       expect(row.response).to.not.contain(token!.secret);
       expect(row.response).to.not.contain(hashSecret(token!.secret));
+      expect(row.response).to.not.contain(token!.signature);
       expect(row.secret_key_id).to.equal("test1");
       expect(
         row.secret_ciphertext.includes(Buffer.from(token!.secret)),
       ).to.equal(false);
+    });
+
+    it("keeps request ids apart per user", async () => {
+      const alice = ownerRequest();
+      const bob = ownerRequest();
+      bob.audit.requestId = alice.audit.requestId;
+
+      const forAlice = await rpc.createDefault(alice);
+      const forBob = await rpc.createDefault(bob);
+
+      expect(forBob.token!.userId).to.equal(bob.userId);
+      expect(forBob.token!.secret).to.not.equal(forAlice.token!.secret);
+      expect(await tokensOf(service.db, bob.userId)).to.have.length(1);
     });
 
     it("remembers no failed call", async () => {
@@ -187,6 +201,19 @@ describe("TokenService idempotent retries", () => {
       expect(await eventsOf(service.db, request.userId)).to.have.length(1);
     });
 
+    it("returns the current secret after a rotation", async () => {
+      const request = ownerRequest();
+      const first = await rpc.getOrProvision(request);
+      const rotated = await rpc.regenerate(withNewRequestId(request));
+
+      const retry = await rpc.getOrProvision(request);
+
+      expect(first.provisioned).to.equal(true);
+      expect(retry.token!.secret).to.equal(rotated.token!.secret);
+      expect(retry.token!.secret).to.not.equal(first.token!.secret);
+      expect(retry.provisioned).to.equal(false);
+    });
+
     it("provisions once for concurrent calls", async () => {
       const request = ownerRequest();
 
@@ -235,16 +262,6 @@ describe("TokenService idempotent retries", () => {
       expect(retry!.provisioned).to.equal(false);
       expect(retry!.token!.secret).to.equal(token!.secret);
     });
-
-    it("replays the first secret after a rotation", async () => {
-      const request = ownerRequest();
-      const first = await rpc.getOrProvision(request);
-      await rpc.regenerate(withNewRequestId(request));
-
-      const retry = await rpc.getOrProvision(request);
-
-      expect(retry.token!.secret).to.equal(first.token!.secret);
-    });
   });
 
   describe("Delete", () => {
@@ -279,8 +296,6 @@ describe("TokenService idempotent retries", () => {
   describe("request_id reuse", () => {
     const changes: [string, (r: ReturnType<typeof ownerRequest>) => object][] =
       [
-        ["user_id", (r) => ({ ...r, userId: `${r.userId}-other` })],
-        ["org_id", (r) => ({ ...r, orgId: "org-other" })],
         [
           "user agent",
           (r) => ({ ...r, audit: { ...r.audit, userAgent: "x" } }),
@@ -315,6 +330,19 @@ describe("TokenService idempotent retries", () => {
       expect(err.code).to.equal(status.INVALID_ARGUMENT);
       expect(violatedFields(err)).to.deep.equal(["audit.request_id"]);
       expect(await eventsOf(service.db, request.userId)).to.have.length(1);
+    });
+
+    it("keeps each owner separate", async () => {
+      const request = ownerRequest();
+      await rpc.createDefault(request);
+
+      const otherOrg = await rpc.createDefault({
+        ...request,
+        orgId: "org-other",
+      });
+
+      expect(otherOrg.token!.orgId).to.equal("org-other");
+      expect(await tokensOf(service.db, request.userId)).to.have.length(2);
     });
 
     it("keeps each RPC separate", async () => {
@@ -381,6 +409,8 @@ describe("TokenService idempotent retries", () => {
       const row = (requestId: string, expiresAt: Date) => ({
         client_service: "cleanup-test",
         rpc: "Delete",
+        user_id: "cleanup-user",
+        org_id: "",
         request_id: requestId,
         fingerprint: "0".repeat(64),
         response: "{}",

@@ -217,13 +217,14 @@ export class DefaultTokens {
     // Login mostly finds a valid token: one plain read, no transaction.
     const current = await this.readForLogin(scope, request);
     if (current && isValid(current.record)) {
+      // A retry gets the first call's result only while its secret is still
+      // the current one; a login must never receive a rotated-out secret.
       const replay = this.findProvisioning(request, current);
-      return (
-        replay?.result ?? {
-          token: this.reveal(current.record),
-          provisioned: false,
-        }
-      );
+      const secret = replay?.result.token.secret;
+      if (secret && hashSecret(secret) === current.record.tokenHash) {
+        return replay!.result;
+      }
+      return { token: this.reveal(current.record), provisioned: false };
     }
 
     const result = await this.transactOnce(scope, request, async (trx) => {

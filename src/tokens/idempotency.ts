@@ -5,12 +5,14 @@ import type { Logger } from "../logger";
 import type { AuditSource } from "./audit";
 import type { SecretCipher } from "./cipher";
 import { InvalidArgumentError, TransactionAbortedError } from "./errors";
-import type { IdempotencyKeyRow, Queryable } from "./repository";
+import type { IdempotencyKeyRow, Queryable, TokenOwner } from "./repository";
 
 /** One call as the idempotency table keys and compares it. */
 export interface IdempotencyKey {
   clientService: string;
   rpc: string;
+  userId: string;
+  orgId: string;
   requestId: string;
   /** Lowercase hex SHA-256 of the canonical request. */
   fingerprint: string;
@@ -30,7 +32,9 @@ const CLEANUP_BATCH_SIZE = 1000;
 // Result fields left out of the stored JSON. The sealed secret and hashes
 // are not needed to rebuild a response, so a replayed record has them null.
 const OMITTED_FIELDS = new Set(["sealed", "tokenHash", "previousTokenHash"]);
-const SECRET_MARKER = "$sealedSecret";
+// Result fields stored only inside the encrypted payload.
+const SEALED_FIELDS = new Set(["secret", "signature"]);
+const SEALED_MARKER = "$sealed";
 const DATE_MARKER = "$date";
 
 /**
@@ -38,7 +42,7 @@ const DATE_MARKER = "$date";
  * request has no request id or no fingerprint and so always runs.
  */
 export function idempotencyKeyOf(
-  source: AuditSource & { fingerprint?: string },
+  source: AuditSource & { owner: TokenOwner; fingerprint?: string },
 ): IdempotencyKey | undefined {
   if (source.audit.requestId === "" || source.fingerprint === undefined) {
     return undefined;
@@ -46,6 +50,8 @@ export function idempotencyKeyOf(
   return {
     clientService: source.clientService,
     rpc: source.rpc,
+    userId: source.owner.userId,
+    orgId: source.owner.orgId,
     requestId: source.audit.requestId,
     fingerprint: source.fingerprint,
   };
@@ -61,11 +67,12 @@ export function fingerprintRequest(rpc: string, canonical: Uint8Array): string {
 }
 
 /**
- * Serializes a result to JSON, moving its one secret (a `secret` field)
- * out so that it can be encrypted. Dates survive the round trip.
+ * Serializes a result to JSON, moving its secret and signature out into one
+ * JSON text that the caller encrypts, so that neither is stored in plain
+ * text. Dates survive the round trip.
  */
-function encodeResult(result: unknown): { json: string; secret?: string } {
-  let secret: string | undefined;
+function encodeResult(result: unknown): { json: string; sealed?: string } {
+  const sealedValues: Record<string, string> = {};
   const json = JSON.stringify(
     { result },
     function (this: Record<string, unknown>, key, value: unknown) {
@@ -76,28 +83,35 @@ function encodeResult(result: unknown): { json: string; secret?: string } {
       if (OMITTED_FIELDS.has(key)) {
         return null;
       }
-      if (key === "secret" && typeof raw === "string" && raw !== "") {
-        if (secret !== undefined && secret !== raw) {
-          throw new Error("a remembered result may contain only one secret");
+      if (SEALED_FIELDS.has(key) && typeof raw === "string" && raw !== "") {
+        const earlier = sealedValues[key];
+        if (earlier !== undefined && earlier !== raw) {
+          throw new Error(`a remembered result may contain only one ${key}`);
         }
-        secret = raw;
-        return { [SECRET_MARKER]: true };
+        sealedValues[key] = raw;
+        return { [SEALED_MARKER]: key };
       }
       return value;
     },
   );
-  return { json, secret };
+
+  const empty = Object.keys(sealedValues).length === 0;
+  return { json, sealed: empty ? undefined : JSON.stringify(sealedValues) };
 }
 
-function decodeResult<T>(json: string, secret: string | undefined): T {
+function decodeResult<T>(json: string, sealed: string | undefined): T {
+  const sealedValues = (sealed ? JSON.parse(sealed) : {}) as Record<
+    string,
+    string
+  >;
   const parsed = JSON.parse(json, (_key, value: unknown) => {
     if (typeof value === "object" && value !== null) {
       const marked = value as Record<string, unknown>;
       if (typeof marked[DATE_MARKER] === "string") {
         return new Date(marked[DATE_MARKER]);
       }
-      if (marked[SECRET_MARKER] === true) {
-        return secret;
+      if (typeof marked[SEALED_MARKER] === "string") {
+        return sealedValues[marked[SEALED_MARKER]];
       }
     }
     return value;
@@ -109,6 +123,8 @@ function whereKey(key: IdempotencyKey) {
   return {
     client_service: key.clientService,
     rpc: key.rpc,
+    user_id: key.userId,
+    org_id: key.orgId,
     request_id: key.requestId,
   };
 }
@@ -170,7 +186,7 @@ export class IdempotencyStore {
         created_at: trx.fn.now(),
         expires_at: this.expiryFromNow(trx),
       })
-      .onConflict(["client_service", "rpc", "request_id"])
+      .onConflict(["client_service", "rpc", "user_id", "org_id", "request_id"])
       .merge([
         "fingerprint",
         "response",
@@ -220,11 +236,11 @@ export class IdempotencyStore {
     key: IdempotencyKey,
     result: unknown,
   ): Promise<void> {
-    const { json, secret } = encodeResult(result);
+    const { json, sealed: plaintext } = encodeResult(result);
     const sealed =
-      secret === undefined
+      plaintext === undefined
         ? undefined
-        : this.cipher.seal(secret, this.associatedData(key));
+        : this.cipher.seal(plaintext, this.associatedData(key));
 
     await trx(TABLE)
       .update({
@@ -298,14 +314,14 @@ export class IdempotencyStore {
       ]);
     }
 
-    const secret =
+    const plaintext =
       row.secret_key_id !== null && row.secret_ciphertext !== null
         ? this.cipher.open(
             { keyId: row.secret_key_id, ciphertext: row.secret_ciphertext },
             this.associatedData(key),
           )
         : undefined;
-    return { result: decodeResult<T>(row.response!, secret) };
+    return { result: decodeResult<T>(row.response!, plaintext) };
   }
 
   private expiryFromNow(db: Queryable): Knex.Raw {

@@ -193,7 +193,8 @@ const FIND_DEFAULT_WITH_KEY_SQL =
   "k.secret_ciphertext as key_secret_ciphertext, " +
   "(k.expires_at <= now()) as key_expired " +
   `from ${TABLE} t left join api_idempotency_keys k ` +
-  "on k.client_service = ? and k.rpc = ? and k.request_id = ? " +
+  "on k.client_service = ? and k.rpc = ? and k.user_id = t.user_id " +
+  "and k.org_id = t.org_id and k.request_id = ? " +
   "where t.user_id = ? and t.org_id = ? and t.kind = 'default' limit 1";
 
 interface TokenWithKeyRow extends TokenRow {

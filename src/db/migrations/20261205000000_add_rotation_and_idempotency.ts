@@ -40,6 +40,11 @@ export async function up(knex: Knex): Promise<void> {
   await knex.schema.createTable("api_idempotency_keys", (table) => {
     table.text("client_service").notNullable();
     table.text("rpc").notNullable();
+    // The owner is part of the key, so that one user's request ids never
+    // collide with another's, even when a gateway forwards ids chosen by
+    // its clients.
+    table.text("user_id").notNullable();
+    table.text("org_id").notNullable();
     table.text("request_id").notNullable();
     table.text("fingerprint").notNullable();
     // JSON of the first call's result, without its secret; null only while
@@ -49,7 +54,7 @@ export async function up(knex: Knex): Promise<void> {
     table.binary("secret_ciphertext");
     table.timestamp("created_at", { useTz: true }).notNullable();
     table.timestamp("expires_at", { useTz: true }).notNullable();
-    table.primary(["client_service", "rpc", "request_id"]);
+    table.primary(["client_service", "rpc", "user_id", "org_id", "request_id"]);
     table.index(["expires_at"], "api_idempotency_keys_expires_idx");
   });
 }

@@ -310,15 +310,17 @@ export interface AuditContext {
    * At most 128 characters, no control characters.
    *
    * A non-empty request_id also makes a mutating call idempotent. A retry
-   * from the same calling service to the same RPC with the same request_id
-   * and an identical request returns the first call's response, including
-   * the secret it issued, and changes nothing. The same request_id with a
-   * different request fails with INVALID_ARGUMENT naming
-   * `audit.request_id`. Only successful calls are remembered, for
-   * IDEMPOTENCY_TTL_SECONDS (one day by default). Empty means no
-   * idempotency. GetOrProvision calls that return an existing valid token
-   * unchanged are not remembered, because repeating them has the same
-   * effect.
+   * from the same calling service to the same RPC for the same user_id and
+   * org_id with the same request_id and an identical request returns the
+   * first call's response, including the secret it issued, and changes
+   * nothing. The same request_id with a different request fails with
+   * INVALID_ARGUMENT naming `audit.request_id`; for another user or
+   * organization it is a new request. Only successful calls are
+   * remembered, for IDEMPOTENCY_TTL_SECONDS (one day by default). Empty
+   * means no idempotency. GetOrProvision calls that return an existing
+   * valid token unchanged are not remembered, because repeating them has
+   * the same effect, and a retried GetOrProvision replays its first result
+   * only while that secret is still the current one.
    */
   requestId: string;
   /**
