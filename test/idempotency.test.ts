@@ -214,6 +214,38 @@ describe("TokenService idempotent retries", () => {
       expect(retry.provisioned).to.equal(false);
     });
 
+    it("logs in anew after a Delete", async () => {
+      const request = ownerRequest();
+      const first = await rpc.getOrProvision(request);
+      await rpc.delete({ ...withNewRequestId(request), allowMissing: false });
+
+      const retry = await rpc.getOrProvision(request);
+
+      expect(retry.provisioned).to.equal(true);
+      expect(retry.token!.secret).to.not.equal(first.token!.secret);
+      const [row] = await tokensOf(service.db, request.userId);
+      expect(row.token_hash).to.equal(hashSecret(retry.token!.secret));
+    });
+
+    it("replaces a disabled token on retry", async () => {
+      const request = ownerRequest();
+      const first = await rpc.getOrProvision(request);
+      await service
+        .db("api_tokens")
+        .where({ id: first.token!.id })
+        .update({ disabled: true });
+
+      const retry = await rpc.getOrProvision(request);
+
+      expect(retry.provisioned).to.equal(true);
+      expect(retry.token!.secret).to.not.equal(first.token!.secret);
+      const events = await eventsOf(service.db, request.userId);
+      expect(events.map((e) => e.reason)).to.deep.equal([
+        "provision",
+        "disabled",
+      ]);
+    });
+
     it("provisions once for concurrent calls", async () => {
       const request = ownerRequest();
 

@@ -20,7 +20,12 @@ import {
   DefaultTokenNotFoundError,
   TransactionAbortedError,
 } from "./errors";
-import { IdempotencyStore, idempotencyKeyOf, type Replay } from "./idempotency";
+import {
+  IdempotencyStore,
+  idempotencyKeyOf,
+  type Replay,
+  type StoredResultCheck,
+} from "./idempotency";
 import {
   deleteDefaultToken,
   findDefaultToken,
@@ -227,7 +232,9 @@ export class DefaultTokens {
       return { token: this.reveal(current.record), provisioned: false };
     }
 
-    const result = await this.transactOnce(scope, request, async (trx) => {
+    const provision = async (
+      trx: Knex.Transaction,
+    ): Promise<ProvisionResult> => {
       const locked = await this.lockOrInsert(trx, request, "provision");
       if ("created" in locked) {
         return { token: locked.created, provisioned: true };
@@ -241,7 +248,29 @@ export class DefaultTokens {
       const reason = record.disabled ? "disabled" : "expired";
       const token = await this.rotate(trx, request, record, reason, null);
       return { token, provisioned: true };
-    });
+    };
+
+    // A stored result is replayed only while its token is still the valid
+    // one: after a Delete, Regenerate or expiry, the retry logs in anew.
+    const isCurrent = async (
+      trx: Knex.Transaction,
+      stored: ProvisionResult,
+    ) => {
+      const record = await findDefaultToken(trx, request.owner);
+      const secret = stored.token.secret;
+      return (
+        record !== undefined &&
+        isValid(record) &&
+        secret !== undefined &&
+        hashSecret(secret) === record.tokenHash
+      );
+    };
+    const result = await this.transactOnce(
+      scope,
+      request,
+      provision,
+      isCurrent,
+    );
     if (result.provisioned) {
       this.announceChange(result.token.record.id);
     }
@@ -397,6 +426,7 @@ export class DefaultTokens {
     scope: CallScope,
     request: DefaultTokenRequest,
     work: (trx: Knex.Transaction) => Promise<T>,
+    isCurrent?: StoredResultCheck<T>,
   ): Promise<T> {
     const key = idempotencyKeyOf(request);
     if (!key) {
@@ -404,7 +434,7 @@ export class DefaultTokens {
     }
 
     const result = await this.transact(scope, (trx) =>
-      this.idempotency.runOnce(trx, key, scope.log, work),
+      this.idempotency.runOnce(trx, key, scope.log, work, isCurrent),
     );
     this.idempotency.deleteExpiredInBackground(this.db, scope.log);
     return result;

@@ -18,6 +18,12 @@ export interface IdempotencyKey {
   fingerprint: string;
 }
 
+/** Decides whether a stored result may still be sent again. */
+export type StoredResultCheck<T> = (
+  trx: Knex.Transaction,
+  stored: T,
+) => Promise<boolean>;
+
 /** A remembered result to send again, or undefined when there is none. */
 export type Replay<T> = { result: T } | undefined;
 
@@ -146,7 +152,9 @@ export class IdempotencyStore {
 
   /**
    * Claims the key in `trx` and runs `work`, storing its result under the
-   * key, or returns the result a committed call already stored.
+   * key, or returns the result a committed call already stored. When
+   * `isCurrent` rejects the stored result, `work` runs again and its result
+   * replaces the stored one.
    *
    * @throws InvalidArgumentError when the key was used for another request.
    */
@@ -155,11 +163,17 @@ export class IdempotencyStore {
     key: IdempotencyKey,
     log: Logger,
     work: (trx: Knex.Transaction) => Promise<T>,
+    isCurrent?: StoredResultCheck<T>,
   ): Promise<T> {
     const replay = await this.claim<T>(trx, key);
     if (replay) {
-      log.info("replayed the stored response of a retried request id");
-      return replay.result;
+      if (!isCurrent || (await isCurrent(trx, replay.result))) {
+        log.info("replayed the stored response of a retried request id");
+        return replay.result;
+      }
+      log.info(
+        "ran a retried request id again because its stored response is stale",
+      );
     }
 
     const result = await work(trx);
