@@ -7,7 +7,7 @@ export interface EncryptionKey {
   key: Buffer;
 }
 
-/** Where the token secrets' keys come from. */
+/** Keys that encrypt and sign token secrets. */
 export interface KeySettings {
   /** Key that encrypts new secrets; unset in embedded mode until loaded. */
   encryptionKey?: EncryptionKey;

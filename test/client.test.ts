@@ -226,7 +226,7 @@ describe("createTokenServiceClient", () => {
     it("carries the existing id in AlreadyExistsError", async () => {
       const request = ownerRequest();
       const { token } = await client.createDefault(request);
-      // A new request id, so that no idempotent replay can answer the call.
+      // A new request id, so that no idempotent replay returns a stored response.
       const again = ownerRequest(request.userId);
 
       const err = await rejection(client.createDefault(again));

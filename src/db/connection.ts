@@ -41,7 +41,7 @@ function isRunning(pid: number): boolean {
  * a file with the owner's process id. A lock whose process has ended is
  * taken over, and the file is removed when this process exits.
  *
- * @throws Error naming the process that holds the folder.
+ * @throws Error naming the process that has the folder locked.
  */
 function lockDataDir(dataDir: string): void {
   const lockFile = path.join(dataDir, "pglite.pid");

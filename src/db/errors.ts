@@ -54,7 +54,7 @@ export function errorCode(err: unknown): string | undefined {
   return undefined;
 }
 
-/** Whether a retry of the whole transaction may succeed. */
+/** Returns whether a retry of the whole transaction may succeed. */
 export function isRetryable(err: unknown): boolean {
   const code = errorCode(err);
   return (
@@ -81,7 +81,7 @@ export function isQueryTimeout(err: unknown): boolean {
   return isKnexTimeout(err, "Defined query timeout");
 }
 
-/** Whether the error means the database or the connection to it is gone. */
+/** Returns whether the error means the database or its connection is gone. */
 export function isConnectionError(err: unknown): boolean {
   const code = errorCode(err);
   if (code !== undefined) {

@@ -4,9 +4,8 @@ import { BinaryReader } from "@bufbuild/protobuf/wire";
 /**
  * A request whose bytes failed to decode. grpc-js turns a throwing
  * deserializer into a bare INTERNAL status that never reaches a handler, so
- * the deserializer returns this instead and the call wrapper rejects it as
- * INVALID_ARGUMENT, or RESOURCE_EXHAUSTED for its size, with a log line like
- * any other call.
+ * the deserializer returns this instead. The call wrapper then rejects it as
+ * INVALID_ARGUMENT, or RESOURCE_EXHAUSTED for its size, and logs the call.
  */
 export class MalformedRequest {
   constructor(

@@ -118,7 +118,7 @@ export function createGrpcServer(
   maxMessageBytes: number,
 ): GrpcServer {
   // grpc-js rejects a message over its own limit before any handler or log
-  // sees it, so its limit only caps memory. The deserializer enforces
+  // receives it, so its limit only caps memory. The deserializer enforces
   // maxMessageBytes with a clear message and a log line.
   const server = new grpc.Server({
     "grpc.max_receive_message_length": Math.max(

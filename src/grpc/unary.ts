@@ -20,16 +20,16 @@ export const CLIENT_SERVICE_KEY = "x-client-service";
 
 const CLIENT_SERVICE_PATTERN = /^[A-Za-z0-9._:/@-]{1,128}$/;
 
-/** Longest id value copied into a log line, in characters. */
+/** Maximum length of an id value copied into a log line, in characters. */
 const MAX_LOGGED_ID_LENGTH = 256;
 
-/** What a handler knows about the call besides its request message. */
+/** Call facts a handler receives besides its request message. */
 export interface CallContext extends CallScope {
   /** RPC name, such as `Regenerate`. */
   rpc: string;
   /** The calling service, or empty when it did not name itself. */
   clientService: string;
-  /** Why the `x-client-service` value was rejected, if it was. */
+  /** Violation of the `x-client-service` value, if it was rejected. */
   clientServiceViolation?: FieldViolation;
 }
 
@@ -136,10 +136,10 @@ function describeError(err: unknown): Record<string, unknown> {
 }
 
 /**
- * Wraps an async handler for grpc-js, which catches only synchronous throws:
- * every rejection becomes a mapped status, unknown errors become INTERNAL
- * with an error id that is also logged, and each call writes one log line
- * with its status code and duration.
+ * Wraps an async handler for grpc-js, which catches only synchronous throws.
+ * Every rejection becomes a mapped status, and an unknown error becomes
+ * INTERNAL with an error id that is also logged. Each call writes one log
+ * line with its status code and duration.
  */
 export function unary<Req extends object, Res>(
   rpc: string,

@@ -6,13 +6,13 @@ import type {
   TokenRecord,
 } from "./repository";
 
-/** What a change did to a token. */
+/** Kind of change made to a token. */
 export type AuditAction = "create" | "regenerate" | "delete";
 
-/** Why GetOrProvision or Regenerate changed a token, when it is not asked. */
+/** Reason GetOrProvision or Regenerate changed a token unasked. */
 export type AuditReason = "provision" | "expired" | "disabled";
 
-/** Who asked for a change, as the gateway reported it. */
+/** Requester of a change, as the gateway reported it. */
 export interface AuditContext {
   requestId: string;
   actorId: string;

@@ -104,7 +104,7 @@ export class TokenIntegrityError extends Error {
   override name = "TokenIntegrityError";
 }
 
-/** Whether a token authenticates its holder now. */
+/** Returns whether a token authenticates its holder now. */
 export function isValid(record: TokenRecord): boolean {
   return !record.disabled && !record.expired;
 }

@@ -1,7 +1,7 @@
 import type { Knex } from "knex";
 import type { SealedSecret } from "./cipher";
 
-/** Who manages a token: the system (`default`) or a person (`user`). */
+/** Manager of a token: the system (`default`) or a person (`user`). */
 export type TokenKind = "default" | "user";
 
 /** A row of api_tokens, with `expired` computed by the database clock. */

@@ -19,12 +19,12 @@ export function generateSecret(): string {
   return TOKEN_PREFIX + randomBytes(SECRET_BYTES).toString("base64url");
 }
 
-/** Whether `secret` has the current format. */
+/** Returns whether `secret` has the current format. */
 export function isCurrentFormat(secret: string): boolean {
   return TOKEN_PATTERN.test(secret);
 }
 
-/** Whether `secret` is a legacy token: 32 lowercase hex characters. */
+/** Returns whether `secret` is a legacy token: 32 lowercase hex characters. */
 export function isLegacyFormat(secret: string): boolean {
   return LEGACY_TOKEN_PATTERN.test(secret);
 }

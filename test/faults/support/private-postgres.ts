@@ -30,7 +30,7 @@ function freePort(): Promise<number> {
 
 /**
  * A throwaway PostgreSQL cluster in a temporary folder, on its own port, so
- * that tests can stop and start a server that nobody else uses. initdb
+ * that tests can stop and start a server that no other test uses. initdb
  * rejects root, so as root the binaries run as the `postgres` OS user.
  */
 export class PrivatePostgres {
