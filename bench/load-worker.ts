@@ -14,6 +14,7 @@ import pg from "pg";
 import { type LoadShape, runClosedLoop } from "./closed-loop";
 import { EMPTY_METHOD } from "./empty-service";
 import { findMethod, SCENARIOS } from "./scenarios";
+import { bindUser, type CapturedQuery } from "./pgbench";
 import type { LoadResult } from "./stats";
 import { sealedUserNumber, type TableShape } from "./table";
 
@@ -34,16 +35,13 @@ export interface EmptyRpcJob {
 }
 
 /**
- * One statement a call, through a pg pool of `poolMax` connections. Every
- * binding equal to `userBinding` is replaced by the user id of the call.
+ * One statement a call, through a pg pool of `poolMax` connections, with
+ * the user id of the call bound as bindUser does.
  */
-export interface PgJob {
+export interface PgJob extends CapturedQuery {
   kind: "pg";
   databaseUrl: string;
   poolMax: number;
-  sql: string;
-  bindings: unknown[];
-  userBinding: string;
   table: TableShape;
   shape: LoadShape;
 }
@@ -122,10 +120,11 @@ async function runPg(job: PgJob): Promise<LoadResult> {
   try {
     return await runClosedLoop(job.shape, async (sequence) => {
       const userId = String(sealedUserNumber(job.table, sequence % benchUsers));
-      const values = job.bindings.map((value) =>
-        value === job.userBinding ? userId : value,
-      );
-      const result = await pool.query(job.sql, values);
+      const result = await pool.query({
+        name: job.name,
+        text: job.sql,
+        values: bindUser(job, userId),
+      });
       if (result.rowCount !== 1) {
         throw new Error(`expected one row for user ${userId}`);
       }

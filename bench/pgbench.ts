@@ -15,9 +15,27 @@ const PGBENCH_FALLBACK = "/usr/lib/postgresql/15/bin/pgbench";
 export interface CapturedQuery {
   /** SQL with $1, $2 ... placeholders. */
   sql: string;
+  /** Name the service prepares the statement under; unnamed when absent. */
+  name?: string;
+  /**
+   * Values of the placeholders. An array value is an SQL array parameter;
+   * the service's batched reads send one element per lookup.
+   */
   bindings: unknown[];
-  /** The binding that contains the user id. */
+  /** The binding, or array element, that contains the user id. */
   userBinding: string;
+}
+
+/**
+ * Returns the bindings of `query` with the user id, in a binding or an
+ * array binding's element, replaced by `userId`.
+ */
+export function bindUser(query: CapturedQuery, userId: string): unknown[] {
+  const substitute = (value: unknown) =>
+    value === query.userBinding ? userId : value;
+  return query.bindings.map((value) =>
+    Array.isArray(value) ? value.map(substitute) : substitute(value),
+  );
 }
 
 /** A pgbench run of the hot-path statement. */
@@ -50,7 +68,7 @@ export async function findPgbench(): Promise<string | undefined> {
  * Writes a pgbench script that sends the captured statement with the same
  * parameters: $n becomes :pn, the user id is drawn like the load worker's
  * sealed users, and the other bindings are passed with --define so that
- * they stay parameters under --protocol=extended.
+ * they stay parameters of the prepared statement.
  */
 function writeScript(options: PgbenchOptions): {
   file: string;
@@ -63,17 +81,30 @@ function writeScript(options: PgbenchOptions): {
   ];
   const defines: string[] = [];
   const sql = query.sql.replace(/\$(\d+)/g, (_match, digits: string) => {
-    const value = query.bindings[Number(digits) - 1];
+    const binding = query.bindings[Number(digits) - 1];
+    // An array binding of one lookup becomes ARRAY[element]: pgbench
+    // variables are scalars.
+    const isArray = Array.isArray(binding);
+    if (isArray && binding.length !== 1) {
+      throw new Error(
+        `binding $${digits} is an array of ${binding.length} elements; ` +
+          "capture the statement with exactly one lookup",
+      );
+    }
+    const value: unknown = isArray ? binding[0] : binding;
+    const wrap = (parameter: string) =>
+      isArray ? `ARRAY[${parameter}]` : parameter;
+
     if (value === query.userBinding) {
-      return ":p_user";
+      return wrap(":p_user");
     }
     // pgbench rejects an empty --define value, so an empty string goes in
     // as a literal. The planner gets the same value either way.
     if (value === "") {
-      return "''";
+      return wrap("''");
     }
     defines.push(`--define=p${digits}=${String(value)}`);
-    return `:p${digits}`;
+    return wrap(`:p${digits}`);
   });
   lines.push(sql.replace(/\s+/g, " ") + ";");
 
@@ -109,7 +140,8 @@ export async function runPgbench(options: PgbenchOptions): Promise<LoadResult> {
   const { file, defines } = writeScript(options);
   const common = [
     "--no-vacuum",
-    "--protocol=extended",
+    // The service prepares its statements, so the baseline does too.
+    "--protocol=prepared",
     `--client=${options.clients}`,
     `--jobs=${options.threads}`,
     `--file=${file}`,

@@ -13,7 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import knex from "knex";
-import { findDefaultTokenWithKey } from "../src/tokens/repository";
+import { findDefaultTokensForLogin } from "../src/tokens/repository";
 import type { LoadShape } from "./closed-loop";
 import type { LoadJob, LoadReply } from "./load-worker";
 import { type CapturedQuery, findPgbench, runPgbench } from "./pgbench";
@@ -155,9 +155,10 @@ async function measure(
 
 /**
  * Captures the SQL of GetOrProvision's read of an existing token, with its
- * bindings. Every bench call carries an audit.request_id, so the service
- * sends the statement that also reads the idempotency key, here of a
- * request id no row has, as for every bench call.
+ * bindings, for one lookup: the baselines run one login a statement, where
+ * the service gathers concurrent logins into one. Every bench call carries
+ * an audit.request_id, so the lookup also reads the idempotency key, here
+ * of a request id no row has, as for every bench call.
  */
 async function captureHotPathQuery(
   databaseUrl: string,
@@ -168,28 +169,37 @@ async function captureHotPathQuery(
     pool: { min: 0, max: 1 },
   });
   let captured: CapturedQuery | undefined;
-  db.on("query", (query: { sql: string; bindings?: unknown[] }) => {
-    captured ??= {
-      sql: query.sql,
-      bindings: query.bindings ?? [],
-      userBinding: CAPTURE_USER_ID,
-    };
-  });
+  db.on(
+    "query",
+    (query: {
+      sql: string;
+      bindings?: unknown[];
+      options?: { name?: string };
+    }) => {
+      captured ??= {
+        sql: query.sql,
+        name: query.options?.name,
+        bindings: query.bindings ?? [],
+        userBinding: CAPTURE_USER_ID,
+      };
+    },
+  );
   try {
-    await findDefaultTokenWithKey(
-      db,
-      { userId: CAPTURE_USER_ID, orgId: BENCH_ORG_ID },
+    await findDefaultTokensForLogin(db, [
       {
-        clientService: "token-service-bench",
-        rpc: "GetOrProvision",
-        requestId: "bench-capture",
+        owner: { userId: CAPTURE_USER_ID, orgId: BENCH_ORG_ID },
+        keyId: {
+          clientService: "token-service-bench",
+          rpc: "GetOrProvision",
+          requestId: "bench-capture",
+        },
       },
-    );
+    ]);
   } finally {
     await db.destroy();
   }
   if (!captured) {
-    throw new Error("findDefaultTokenWithKey sent no query through knex");
+    throw new Error("findDefaultTokensForLogin sent no query through knex");
   }
   return captured;
 }

@@ -1,7 +1,13 @@
 import { expect } from "chai";
-import type { Token } from "../src/generated/token/v1/token_service";
+import {
+  type GetOrProvisionResponse,
+  type Token,
+  type ValidateTokenResponse,
+  ValidationResult,
+} from "../src/generated/token/v1/token_service";
 import { hashSecret } from "../src/tokens/secret";
 import { eventsOf, tokensOf } from "./support/assertions";
+import { recordQueries } from "./support/rpc";
 import {
   call,
   ownerRequest,
@@ -49,6 +55,86 @@ describe("TokenService under concurrency", () => {
       const events = await eventsOf(service.db, request.userId);
       expect(events).to.have.length(1);
       expect(events[0].action).to.equal("create");
+    });
+
+    it("gives 50 owners each their own token", async () => {
+      const requests = Array.from({ length: CALLERS }, () => ownerRequest());
+      const created = await Promise.all(
+        requests.map((request) =>
+          call(service.client, service.client.createDefault, request),
+        ),
+      );
+
+      let responses: GetOrProvisionResponse[] = [];
+      const queries = await recordQueries(service, async () => {
+        responses = await Promise.all(
+          requests.map((request) =>
+            call(
+              service.client,
+              service.client.getOrProvision,
+              withNewRequestId(request),
+            ),
+          ),
+        );
+      });
+
+      responses.forEach((response, index) => {
+        expect(response.provisioned).to.equal(false);
+        expect(response.token!.userId).to.equal(requests[index].userId);
+        expect(response.token!.secret).to.equal(created[index].token!.secret);
+      });
+      // Concurrent logins share statements: fewer reads than callers.
+      expect(queries.length).to.be.above(0);
+      expect(queries.length).to.be.below(CALLERS);
+    });
+  });
+
+  describe("ValidateToken", () => {
+    it("answers 50 callers each for its own secret", async () => {
+      const requests = Array.from({ length: CALLERS / 2 }, () =>
+        ownerRequest(),
+      );
+      const created = await Promise.all(
+        requests.map((request) =>
+          call(service.client, service.client.createDefault, request),
+        ),
+      );
+      const unknown = requests.map(
+        (_, index) => `vtk_${String(index).padStart(43, "x")}`,
+      );
+      const secrets = [
+        ...created.map((response) => response.token!.secret),
+        ...unknown,
+      ];
+
+      let responses: ValidateTokenResponse[] = [];
+      const queries = await recordQueries(service, async () => {
+        responses = await Promise.all(
+          secrets.map((secret) =>
+            call(service.client, service.client.validateToken, {
+              secret,
+            }),
+          ),
+        );
+      });
+
+      responses.forEach((response, index) => {
+        if (index < requests.length) {
+          expect(response.result).to.equal(
+            ValidationResult.VALIDATION_RESULT_VALID,
+          );
+          expect(response.userId).to.equal(requests[index].userId);
+        } else {
+          expect(response.result).to.equal(
+            ValidationResult.VALIDATION_RESULT_NOT_FOUND,
+          );
+          expect(response.userId).to.equal("");
+        }
+      });
+      // Concurrent cache misses share statements: fewer reads than callers.
+      const reads = queries.filter((sql) => sql.startsWith("select"));
+      expect(reads.length).to.be.above(0);
+      expect(reads.length).to.be.below(CALLERS);
     });
   });
 

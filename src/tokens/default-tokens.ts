@@ -1,6 +1,12 @@
 import { randomUUID } from "node:crypto";
 import type { Knex } from "knex";
 import {
+  batchTimeoutMs,
+  HOT_READ_BATCHING,
+  ReadBatcher,
+  type TimedLookup,
+} from "../db/read-batcher";
+import {
   type CallScope,
   runTransaction,
   statementBudgetMs,
@@ -29,8 +35,9 @@ import {
 import {
   deleteDefaultToken,
   findDefaultToken,
-  findDefaultTokenWithKey,
+  findDefaultTokensForLogin,
   insertDefaultToken,
+  type LoginLookup,
   type PreviousSecret,
   replaceSecret,
   type SecretColumns,
@@ -116,6 +123,10 @@ export function isValid(record: TokenRecord): boolean {
 export class DefaultTokens {
   private readonly idempotency: IdempotencyStore;
   private readonly changeListeners: TokenChangeListener[] = [];
+  private readonly loginReads: ReadBatcher<
+    LoginLookup & TimedLookup,
+    TokenWithKey
+  >;
 
   constructor(
     private readonly db: Knex,
@@ -126,6 +137,11 @@ export class DefaultTokens {
     this.idempotency = new IdempotencyStore(
       cipher,
       settings.idempotencyTtlSeconds ?? DEFAULT_IDEMPOTENCY_TTL_SECONDS,
+    );
+    this.loginReads = new ReadBatcher(
+      (lookups) =>
+        findDefaultTokensForLogin(db, lookups, batchTimeoutMs(lookups)),
+      HOT_READ_BATCHING,
     );
   }
 
@@ -361,21 +377,19 @@ export class DefaultTokens {
 
   /**
    * Reads the default token and, when the request has an idempotency key,
-   * the key's row in the same statement: one round trip either way.
+   * the key's row in the same statement, which concurrent logins share.
    */
-  private async readForLogin(
+  private readForLogin(
     scope: CallScope,
     request: DefaultTokenRequest,
   ): Promise<TokenWithKey | undefined> {
-    const key = idempotencyKeyOf(request);
-    if (!key) {
-      const record = await this.read(scope, request.owner);
-      return record && { record, key: undefined };
-    }
-
     const timeoutMs = statementBudgetMs(scope, this.settings.transaction);
     return this.guard(scope, () =>
-      findDefaultTokenWithKey(this.db, request.owner, key, { timeoutMs }),
+      this.loginReads.load({
+        owner: request.owner,
+        keyId: idempotencyKeyOf(request),
+        timeoutMs,
+      }),
     );
   }
 

@@ -139,10 +139,13 @@ export interface PreparedStatement {
 export async function runPrepared<Row>(
   db: Queryable,
   statement: PreparedStatement,
-  bindings: readonly Knex.RawBinding[],
+  bindings: readonly unknown[],
   timeoutMs?: number,
 ): Promise<Row[]> {
-  const query = db.raw(statement.sql, bindings).options({
+  // knex's binding type has no arrays with nulls, which pg sends as SQL
+  // arrays with NULL elements.
+  const values = bindings as readonly Knex.RawBinding[];
+  const query = db.raw(statement.sql, values).options({
     name: statement.name,
   });
   if (timeoutMs !== undefined) {
@@ -252,26 +255,41 @@ export interface TokenWithKey {
   key: IdempotencyKeyRow | undefined;
 }
 
-// The login read with the request's idempotency key joined in, so that a
+/** One login read: an owner, and the idempotency key of its request. */
+export interface LoginLookup {
+  owner: TokenOwner;
+  /** Omitted when the request has no request id. */
+  keyId?: IdempotencyKeyId;
+}
+
+// The login read with each request's idempotency key joined in, so that a
 // retried provisioning call is recognized with no second round trip. One
 // statement reads both rows in one snapshot, and the change and its stored
-// result commit together, so it returns both or neither. The key columns
-// are prefixed with key_ so that they cannot shadow the token's.
-const FIND_DEFAULT_WITH_KEY: PreparedStatement = {
-  name: "token_service_find_default_with_key",
+// result commit together, so it returns both or neither. The lateral
+// subqueries make PostgreSQL look each lookup up by index, whatever it
+// estimates the array's length to be. The key columns are prefixed with
+// key_ so that they cannot shadow the token's.
+const FIND_DEFAULTS_FOR_LOGIN: PreparedStatement = {
+  name: "token_service_find_defaults_for_login",
   sql:
-    `select ${tokenColumnsSql("t")}, k.request_id as key_request_id, ` +
-    "k.fingerprint as key_fingerprint, k.response as key_response, " +
-    "k.secret_key_id as key_secret_key_id, " +
-    "k.secret_ciphertext as key_secret_ciphertext, " +
-    "(k.expires_at <= now()) as key_expired " +
-    `from ${TABLE} t left join api_idempotency_keys k ` +
-    "on k.client_service = ? and k.rpc = ? and k.user_id = t.user_id " +
-    "and k.org_id = t.org_id and k.request_id = ? " +
-    "where t.user_id = ? and t.org_id = ? and t.kind = 'default' limit 1",
+    "select r.n::int as lookup_number, t.*, k.* from unnest(" +
+    "?::text[], ?::text[], ?::text[], ?::text[], ?::text[]) with ordinality " +
+    "as r(user_id, org_id, client_service, rpc, request_id, n) " +
+    `cross join lateral (select ${tokenColumnsSql()} from ${TABLE} ` +
+    "where user_id = r.user_id and org_id = r.org_id and kind = 'default' " +
+    "limit 1) t " +
+    "left join lateral (select request_id as key_request_id, " +
+    "fingerprint as key_fingerprint, response as key_response, " +
+    "secret_key_id as key_secret_key_id, " +
+    "secret_ciphertext as key_secret_ciphertext, " +
+    "(expires_at <= now()) as key_expired from api_idempotency_keys " +
+    "where client_service = r.client_service and rpc = r.rpc and " +
+    "user_id = r.user_id and org_id = r.org_id and " +
+    "request_id = r.request_id) k on true",
 };
 
-interface TokenWithKeyRow extends TokenRow {
+interface LoginRow extends TokenRow {
+  lookup_number: number;
   key_request_id: string | null;
   key_fingerprint: string;
   key_response: string | null;
@@ -281,31 +299,22 @@ interface TokenWithKeyRow extends TokenRow {
 }
 
 /**
- * Reads the default token of an owner and, in the same statement, the
- * idempotency key row of `keyId`. Returns undefined when the owner has no
- * default token. `timeoutMs` works as in findDefaultToken.
+ * Places each row at the index of the lookup it answers, from its 1-based
+ * `lookup_number`; lookups with no row stay undefined.
  */
-export async function findDefaultTokenWithKey(
-  db: Queryable,
-  owner: TokenOwner,
-  keyId: IdempotencyKeyId,
-  options: { timeoutMs?: number } = {},
-): Promise<TokenWithKey | undefined> {
-  const [row] = await runPrepared<TokenWithKeyRow>(
-    db,
-    FIND_DEFAULT_WITH_KEY,
-    [
-      keyId.clientService,
-      keyId.rpc,
-      keyId.requestId,
-      owner.userId,
-      owner.orgId,
-    ],
-    options.timeoutMs,
-  );
-  if (!row) {
-    return undefined;
+function byLookup<Row extends { lookup_number: number }, T>(
+  rows: Row[],
+  count: number,
+  convert: (row: Row) => T,
+): (T | undefined)[] {
+  const results = new Array<T | undefined>(count).fill(undefined);
+  for (const row of rows) {
+    results[row.lookup_number - 1] = convert(row);
   }
+  return results;
+}
+
+function toTokenWithKey(row: LoginRow): TokenWithKey {
   const key =
     row.key_request_id === null
       ? undefined
@@ -317,6 +326,33 @@ export async function findDefaultTokenWithKey(
           expired: row.key_expired,
         };
   return { record: toRecord(row), key };
+}
+
+/**
+ * Reads, in one statement, the default token of each lookup's owner and
+ * the idempotency key row of its request. Returns one result per lookup,
+ * in order: undefined where the owner has no default token. `timeoutMs`
+ * works as in runPrepared.
+ */
+export async function findDefaultTokensForLogin(
+  db: Queryable,
+  lookups: readonly LoginLookup[],
+  timeoutMs?: number,
+): Promise<(TokenWithKey | undefined)[]> {
+  // A null request_id matches no key row.
+  const rows = await runPrepared<LoginRow>(
+    db,
+    FIND_DEFAULTS_FOR_LOGIN,
+    [
+      lookups.map((lookup) => lookup.owner.userId),
+      lookups.map((lookup) => lookup.owner.orgId),
+      lookups.map((lookup) => lookup.keyId?.clientService ?? null),
+      lookups.map((lookup) => lookup.keyId?.rpc ?? null),
+      lookups.map((lookup) => lookup.keyId?.requestId ?? null),
+    ],
+    timeoutMs,
+  );
+  return byLookup(rows, lookups.length, toTokenWithKey);
 }
 
 /**
@@ -425,36 +461,54 @@ export interface TokenMatch {
   previousExpired: boolean;
 }
 
-const FIND_BY_HASH: PreparedStatement = {
-  name: "token_service_find_by_hash",
+// As in the login read, the lateral subquery makes PostgreSQL look each
+// hash up by index. Should two rows share a hash, the current-secret match
+// wins.
+const FIND_BY_HASHES: PreparedStatement = {
+  name: "token_service_find_by_hashes",
   sql:
-    `select ${tokenColumnsSql()}, (token_hash <> ?) as matched_previous, ` +
+    "select r.n::int as lookup_number, x.* from unnest(?::text[]) " +
+    "with ordinality as r(presented_hash, n) " +
+    `cross join lateral (select ${tokenColumnsSql()}, ` +
+    "(token_hash <> r.presented_hash) as matched_previous, " +
     "(previous_expires_at <= now()) as previous_expired " +
-    `from ${TABLE} where token_hash = ? or previous_token_hash = ? ` +
-    "order by matched_previous limit 1",
+    `from ${TABLE} where token_hash = r.presented_hash ` +
+    "or previous_token_hash = r.presented_hash " +
+    "order by matched_previous limit 1) x",
 };
 
-/**
- * Finds the token, of any kind, whose current or previous secret has this
- * hash. With random 32-byte secrets two rows cannot share a hash in
- * practice, but should they, the current-secret match wins.
- */
-export async function findTokenByHash(
-  db: Queryable,
-  tokenHash: string,
-): Promise<TokenMatch | undefined> {
-  const [row] = await runPrepared<
-    TokenRow & { matched_previous: boolean; previous_expired: boolean | null }
-  >(db, FIND_BY_HASH, [tokenHash, tokenHash, tokenHash]);
+interface HashMatchRow extends TokenRow {
+  lookup_number: number;
+  matched_previous: boolean;
+  previous_expired: boolean | null;
+}
 
-  if (!row) {
-    return undefined;
-  }
+function toTokenMatch(row: HashMatchRow): TokenMatch {
   return {
     record: toRecord(row),
     previous: row.matched_previous,
     previousExpired: row.previous_expired === true,
   };
+}
+
+/**
+ * Finds, in one statement, the token of any kind whose current or previous
+ * secret has each of these hashes. Returns one result per hash, in order:
+ * undefined where no token matches. With random 32-byte secrets two rows
+ * cannot share a hash in practice.
+ */
+export async function findTokensByHashes(
+  db: Queryable,
+  tokenHashes: readonly string[],
+  timeoutMs?: number,
+): Promise<(TokenMatch | undefined)[]> {
+  const rows = await runPrepared<HashMatchRow>(
+    db,
+    FIND_BY_HASHES,
+    [[...tokenHashes]],
+    timeoutMs,
+  );
+  return byLookup(rows, tokenHashes.length, toTokenMatch);
 }
 
 const TOUCH_LAST_USED: PreparedStatement = {

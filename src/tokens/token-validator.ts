@@ -1,13 +1,20 @@
 import type { Knex } from "knex";
 import { describeDatabaseError } from "../db/errors";
 import {
+  batchTimeoutMs,
+  HOT_READ_BATCHING,
+  ReadBatcher,
+  type TimedLookup,
+} from "../db/read-batcher";
+import {
   type CallScope,
+  statementBudgetMs,
   translateDatabaseError,
   type TransactionSettings,
 } from "../db/transaction";
 import type { Logger } from "../logger";
 import {
-  findTokenByHash,
+  findTokensByHashes,
   type TokenKind,
   type TokenMatch,
   touchLastUsed,
@@ -103,6 +110,11 @@ function describeMatch(match: TokenMatch | undefined): TokenValidation {
  */
 export class TokenValidator {
   private readonly cache: ValidationCache;
+  /** Lookups by hash of concurrent cache misses, read together. */
+  private readonly hashReads: ReadBatcher<
+    TimedLookup & { tokenHash: string },
+    TokenMatch
+  >;
   /** Ids of used tokens waiting for the next last_used_at update. */
   private readonly queuedUses = new Set<string>();
   /** Ids in a last_used_at update that has not finished yet. */
@@ -118,6 +130,15 @@ export class TokenValidator {
     this.cache = new ValidationCache(
       settings.cacheTtlMs,
       settings.cacheMaxEntries,
+    );
+    this.hashReads = new ReadBatcher(
+      (lookups) =>
+        findTokensByHashes(
+          db,
+          lookups.map((lookup) => lookup.tokenHash),
+          batchTimeoutMs(lookups),
+        ),
+      HOT_READ_BATCHING,
     );
   }
 
@@ -136,7 +157,8 @@ export class TokenValidator {
     const generation = this.cache.startLookup();
     let match: TokenMatch | undefined;
     try {
-      match = await findTokenByHash(this.db, tokenHash);
+      const timeoutMs = statementBudgetMs(scope, this.settings.transaction);
+      match = await this.hashReads.load({ tokenHash, timeoutMs });
     } catch (err) {
       throw translateDatabaseError(err, scope, this.settings.transaction);
     }
