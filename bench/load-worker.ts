@@ -71,7 +71,7 @@ function callUnary<Req, Res>(
   method: MethodDefinition<Req, Res>,
   request: Req,
   metadata: Metadata,
-): Promise<void> {
+): Promise<Res> {
   return new Promise((resolve, reject) => {
     client.makeUnaryRequest(
       method.path,
@@ -80,7 +80,7 @@ function callUnary<Req, Res>(
       request,
       metadata,
       { deadline: Date.now() + CALL_DEADLINE_MS },
-      (err) => (err ? reject(err) : resolve()),
+      (err, response) => (err ? reject(err) : resolve(response!)),
     );
   });
 }
@@ -95,18 +95,20 @@ function runScenario(job: ScenarioJob): Promise<LoadResult> {
   const client = clientFor(job.address);
   const metadata = new Metadata();
   metadata.set("x-client-service", "token-service-bench");
-  return runClosedLoop(job.shape, (sequence) =>
-    callUnary(client, method, scenario.request(sequence, job.table), metadata),
-  );
+  return runClosedLoop(job.shape, async (sequence) => {
+    const request = scenario.request(sequence, job.table);
+    const response = await callUnary(client, method, request, metadata);
+    scenario.check(response, sequence, job.table);
+  });
 }
 
 function runEmptyRpc(job: EmptyRpcJob): Promise<LoadResult> {
   const client = clientFor(job.address);
   const request = Buffer.alloc(0);
   const metadata = new Metadata();
-  return runClosedLoop(job.shape, () =>
-    callUnary(client, EMPTY_METHOD, request, metadata),
-  );
+  return runClosedLoop(job.shape, async () => {
+    await callUnary(client, EMPTY_METHOD, request, metadata);
+  });
 }
 
 async function runPg(job: PgJob): Promise<LoadResult> {
