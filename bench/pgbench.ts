@@ -15,11 +15,11 @@ const PGBENCH_FALLBACK = "/usr/lib/postgresql/15/bin/pgbench";
 export interface CapturedQuery {
   /** SQL with $1, $2 ... placeholders. */
   sql: string;
-  /** Name the service prepares the statement under; unnamed when absent. */
+  /** Name the service prepares the statement under, if any. */
   name?: string;
   /**
-   * Values of the placeholders. An array value is an SQL array parameter;
-   * the service's batched reads send one element per lookup.
+   * Values of the placeholders. An array value is an SQL array parameter,
+   * with one element per lookup of the service's batched reads.
    */
   bindings: unknown[];
   /** The binding, or array element, that contains the user id. */
@@ -43,6 +43,8 @@ export interface PgbenchOptions {
   pgbench: string;
   databaseUrl: string;
   query: CapturedQuery;
+  /** Whether pgbench prepares the statement, as the service does. */
+  prepared: boolean;
   table: TableShape;
   clients: number;
   threads: number;
@@ -132,28 +134,43 @@ function readLatencies(workDir: string, prefix: string): LatencyRecorder {
   return recorder;
 }
 
+/** Reads the transactions a pgbench run reports as processed. */
+function processedOf(stdout: string): number {
+  const processed = /number of transactions actually processed: (\d+)/.exec(
+    stdout,
+  );
+  if (!processed) {
+    throw new Error(`could not read pgbench's output:\n${stdout}`);
+  }
+  return Number(processed[1]);
+}
+
 /**
  * Runs pgbench for the warm-up (unlogged), then for the measured window
  * with per-transaction logging, and returns tps and latency percentiles.
+ * Its totalCalls include the warm-up's, as a scenario's do, so that the
+ * figures per call divide the work of both by the calls of both.
  */
 export async function runPgbench(options: PgbenchOptions): Promise<LoadResult> {
   const { file, defines } = writeScript(options);
   const common = [
     "--no-vacuum",
-    // The service prepares its statements, so the baseline does too.
-    "--protocol=prepared",
+    // extended sends the same parameters without preparing the statement.
+    `--protocol=${options.prepared ? "prepared" : "extended"}`,
     `--client=${options.clients}`,
     `--jobs=${options.threads}`,
     `--file=${file}`,
     ...defines,
   ];
 
+  let warmupCalls = 0;
   if (options.shape.warmupS > 0) {
-    await run(options.pgbench, [
+    const warmup = await run(options.pgbench, [
       ...common,
       `--time=${Math.ceil(options.shape.warmupS)}`,
       options.databaseUrl,
     ]);
+    warmupCalls = processedOf(warmup.stdout);
   }
 
   const prefix = "pgbench-log";
@@ -167,18 +184,15 @@ export async function runPgbench(options: PgbenchOptions): Promise<LoadResult> {
 
   const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(stdout);
   const failed = /number of failed transactions: (\d+)/.exec(stdout);
-  const processed = /number of transactions actually processed: (\d+)/.exec(
-    stdout,
-  );
-  if (!tps || !processed) {
+  if (!tps) {
     throw new Error(`could not read pgbench's output:\n${stdout}`);
   }
 
-  const calls = Number(processed[1]);
+  const calls = processedOf(stdout);
   return {
     calls,
     errors: failed ? Number(failed[1]) : 0,
-    totalCalls: calls,
+    totalCalls: warmupCalls + calls,
     durationS: options.shape.durationS,
     callsPerS: Number(tps[1]),
     ...readLatencies(options.workDir, prefix).summarize(),

@@ -13,6 +13,8 @@ export interface Measurement {
   serverCpuUsPerCall?: number;
   /** CPU time of the load worker per call, in microseconds. */
   clientCpuUsPerCall?: number;
+  /** CPU time of every PostgreSQL process per call, in microseconds. */
+  databaseCpuUsPerCall?: number;
 }
 
 /** A row of the report: a workload on one table size, over all rounds. */
@@ -35,6 +37,7 @@ export interface RowSummary {
   transactionsPerCall?: number;
   serverCpuUsPerCall?: number;
   clientCpuUsPerCall?: number;
+  databaseCpuUsPerCall?: number;
   errors: number;
 }
 
@@ -61,6 +64,7 @@ export function summarizeRow(row: WorkloadRow): RowSummary {
     transactionsPerCall: medianOfDefined((m) => m.transactionsPerCall),
     serverCpuUsPerCall: medianOfDefined((m) => m.serverCpuUsPerCall),
     clientCpuUsPerCall: medianOfDefined((m) => m.clientCpuUsPerCall),
+    databaseCpuUsPerCall: medianOfDefined((m) => m.databaseCpuUsPerCall),
     errors: row.measurements.reduce((sum, m) => sum + m.result.errors, 0),
   };
 }
@@ -76,9 +80,9 @@ export function formatTable(rows: WorkloadRow[]): string {
   const lines = [
     "| workload | rows | calls/s (median) | min-max | x floor | p50 ms | " +
       "p95 ms | p99 ms | p99/p50 | tx/call | server CPU µs/call | " +
-      "client CPU µs/call | errors |",
+      "client CPU µs/call | db CPU µs/call | errors |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- " +
-      "| --- |",
+      "| --- | --- |",
   ];
   for (const row of rows) {
     const s = summarizeRow(row);
@@ -91,7 +95,8 @@ export function formatTable(rows: WorkloadRow[]): string {
         `${fixed(s.p99Ms / s.p50Ms, 1)} | ` +
         `${fixed(s.transactionsPerCall, 2)} | ` +
         `${fixed(s.serverCpuUsPerCall, 0)} | ` +
-        `${fixed(s.clientCpuUsPerCall, 0)} | ${s.errors} |`,
+        `${fixed(s.clientCpuUsPerCall, 0)} | ` +
+        `${fixed(s.databaseCpuUsPerCall, 0)} | ${s.errors} |`,
     );
   }
   return lines.join("\n");

@@ -30,6 +30,7 @@ import { findMethod, SCENARIOS } from "./scenarios";
 import { type BenchKeys, dropBenchDatabase, seedBenchDatabase } from "./seed";
 import {
   readCpuMs,
+  readDatabaseCpuMs,
   readStartFlags,
   type ServiceProcess,
   startServiceProcess,
@@ -41,6 +42,7 @@ import { BENCH_ORG_ID, formatRows, type TableShape } from "./table";
 const EMPTY_RPC = "empty unary RPC (floor)";
 const RAW_PG = "raw pg, same SQL";
 const PGBENCH = "pgbench, same SQL";
+const PGBENCH_UNPREPARED = "pgbench, same SQL, unprepared";
 
 /** Connections left free for the engineers sharing the server. */
 const CONNECTION_MARGIN = 10;
@@ -131,6 +133,7 @@ async function measure(
     : 0;
   const serverCpuBefore = pids.server ? readCpuMs(pids.server) : 0;
   const clientCpuBefore = pids.client ? readCpuMs(pids.client) : 0;
+  const databaseCpuBefore = readDatabaseCpuMs();
   const result = await work();
 
   const usPerCall = (pid: number | undefined, before: number) =>
@@ -143,12 +146,16 @@ async function measure(
     return { result, ...cpu };
   }
 
+  // Read before the statistics query below, which costs the database CPU.
+  const databaseCpuUsPerCall =
+    ((readDatabaseCpuMs() - databaseCpuBefore) * 1000) / result.totalCalls;
   await sleep(STATS_FLUSH_MS);
   const transactions =
     (await countTransactions(databaseUrl)) - transactionsBefore;
   return {
     result,
     ...cpu,
+    databaseCpuUsPerCall,
     transactionsPerCall: transactions / result.totalCalls,
   };
 }
@@ -414,14 +421,23 @@ async function runRound(
       );
     }
 
-    if (pgbench.command && selected(settings, PGBENCH)) {
+    // The unprepared run shows what preparing the statement saves the
+    // database. BENCH_ONLY=pgbench selects both runs.
+    for (const [workload, prepared] of [
+      [PGBENCH, true],
+      [PGBENCH_UNPREPARED, false],
+    ] as const) {
+      if (!pgbench.command || !selected(settings, workload)) {
+        continue;
+      }
       record(
-        PGBENCH,
+        workload,
         await measure(target.databaseUrl, {}, () =>
           runPgbench({
             pgbench: pgbench.command!,
             databaseUrl: target.databaseUrl,
             query,
+            prepared,
             table: target.table,
             clients: pgbench.clients,
             threads: Math.min(pgbench.clients, os.cpus().length),

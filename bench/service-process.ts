@@ -73,6 +73,35 @@ export function readCpuMs(pid: number): number {
   return (ticks * 1000) / CLOCK_TICKS_PER_S;
 }
 
+/**
+ * Returns the CPU time, in milliseconds, of every PostgreSQL process on
+ * this machine, with that of the backends that have exited: the server
+ * process adds their time to its own children's (cutime and cstime) when
+ * it reaps them. Other clients of the same server count too.
+ */
+export function readDatabaseCpuMs(): number {
+  let ticks = 0;
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) {
+      continue;
+    }
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
+    } catch {
+      continue; // The process ended while the folder was read.
+    }
+    const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+    if (!name.startsWith("postgres")) {
+      continue;
+    }
+    // utime, stime, cutime and cstime are fields 14 to 17 of the line.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    ticks += fields.slice(11, 15).reduce((sum, f) => sum + Number(f), 0);
+  }
+  return (ticks * 1000) / CLOCK_TICKS_PER_S;
+}
+
 async function waitForPort(
   child: ChildProcess,
   logFile: string,

@@ -120,9 +120,9 @@ function returningColumns(db: Queryable): (string | Knex.Raw)[] {
 
 /**
  * A fixed statement that PostgreSQL parses and plans once per connection
- * and then runs under its name. Planning the login read took about four
- * fifths of the server's time for it: pgbench ran it at 12,100 calls/s
- * unprepared and 62,900 prepared (10 clients, 10k rows, 2 vCPUs).
+ * and then runs under its name. Parsing and planning cost most of the
+ * login read: in `npm run bench` on 2 vCPUs, PostgreSQL spent about 440 µs
+ * of CPU a call unprepared and 56 µs prepared (docs/benchmarks.md).
  */
 export interface PreparedStatement {
   /** Unique among the service's statements; pg rejects a reused name. */
