@@ -8,6 +8,7 @@ import {
   TransactionAbortedError,
 } from "../tokens/errors";
 import { cancelOnAbort } from "./cancel";
+import { type PreparedStatement, runPrepared } from "./prepared";
 import {
   describeDatabaseError,
   errorCode,
@@ -34,6 +35,17 @@ export interface CallScope {
   signal?: AbortSignal;
   log: Logger;
 }
+
+/**
+ * Sets the transaction's lock and statement timeouts, and reads the
+ * backend's pid for cancelling its statement when the call goes away.
+ */
+const SET_TRANSACTION_LIMITS: PreparedStatement = {
+  name: "token_service_set_transaction_limits",
+  sql:
+    "select set_config('lock_timeout', ?, true), " +
+    "set_config('statement_timeout', ?, true), pg_backend_pid() as pid",
+};
 
 /** Base delay between retries; each retry waits a random 1x to 2x of it. */
 const RETRY_BASE_DELAY_MS = 10;
@@ -148,10 +160,9 @@ export async function runTransaction<T>(
 
     try {
       return await db.transaction(async (trx) => {
-        const { rows } = await trx.raw(
-          "select set_config('lock_timeout', ?, true), " +
-            "set_config('statement_timeout', ?, true), " +
-            "pg_backend_pid() as pid",
+        const rows = await runPrepared<{ pid: number }>(
+          trx,
+          SET_TRANSACTION_LIMITS,
           [`${lockTimeout}ms`, `${statementTimeout}ms`],
         );
         const stopCancelling = cancelOnAbort(

@@ -1,4 +1,5 @@
 import type { Knex } from "knex";
+import { type PreparedStatement, runPrepared } from "../db/prepared";
 import type {
   Queryable,
   TokenKind,
@@ -50,6 +51,15 @@ export interface AuditEventRecord {
   gracePeriodMs: number | null;
 }
 
+const INSERT_AUDIT_EVENT: PreparedStatement = {
+  name: "token_service_insert_audit_event",
+  sql:
+    "insert into api_token_events (token_id, user_id, org_id, action, " +
+    "reason, label, kind, masked, rpc, client_service, request_id, " +
+    "actor_id, client_ip, user_agent, grace_period_ms, created_at) " +
+    "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+};
+
 /**
  * Writes one audit event in the transaction that made the change. The event
  * contains the masked secret only, never the secret, its hash or signature.
@@ -64,24 +74,23 @@ export async function recordAuditEvent(
   reason: AuditReason | null = null,
   gracePeriodMs: number | null = null,
 ): Promise<void> {
-  await trx("api_token_events").insert({
-    token_id: token.id,
-    user_id: token.userId,
-    org_id: token.orgId,
+  await runPrepared(trx, INSERT_AUDIT_EVENT, [
+    token.id,
+    token.userId,
+    token.orgId,
     action,
     reason,
-    label: token.label,
-    kind: token.kind,
-    masked: token.masked,
-    rpc: source.rpc,
-    client_service: source.clientService,
-    request_id: source.audit.requestId,
-    actor_id: source.audit.actorId,
-    client_ip: source.audit.clientIp,
-    user_agent: source.audit.userAgent,
-    created_at: trx.fn.now(),
-    grace_period_ms: gracePeriodMs,
-  });
+    token.label,
+    token.kind,
+    token.masked,
+    source.rpc,
+    source.clientService,
+    source.audit.requestId,
+    source.audit.actorId,
+    source.audit.clientIp,
+    source.audit.userAgent,
+    gracePeriodMs,
+  ]);
 }
 
 /**
