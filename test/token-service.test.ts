@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
 import { expect } from "chai";
+import { BadRequest } from "../src/generated/google/rpc/error_details";
 import {
   type Token,
   TokenKind,
@@ -10,6 +11,7 @@ import { hashSecret, verifySignature } from "../src/tokens/secret";
 import {
   eventsOf,
   resourceDetails,
+  statusDetails,
   tokensOf,
   violatedFields,
 } from "./support/assertions";
@@ -468,6 +470,23 @@ describe("TokenService", () => {
         expect(await eventsOf(service.db, userId)).to.have.length(0);
       });
     }
+
+    it("sends field violations without a reason", async () => {
+      const err = await callError(
+        service.client,
+        service.client.getOrProvision,
+        { ...ownerRequest(), userId: "" },
+      );
+
+      const [detail] = statusDetails(err)!.details;
+      const [violation] = BadRequest.decode(detail.value).fieldViolations;
+      expect(violation.field).to.equal("user_id");
+      expect(violation.reason).to.equal("");
+      expect(violation.localizedMessage).to.equal(undefined);
+      expect(Buffer.from(detail.value).toString("latin1")).to.not.contain(
+        "undefined",
+      );
+    });
 
     it("names every invalid field at once", async () => {
       const err = await callError(service.client, service.client.regenerate, {

@@ -484,13 +484,35 @@ describe("TokenService", () => {
       expect(rotated.graceEndsAt!.getTime()).to.equal(oldExpiry.getTime());
     });
 
-    const invalid: [string, { seconds: number; nanos: number }][] = [
-      ["negative seconds", { seconds: -1, nanos: 0 }],
-      ["negative nanos", { seconds: 0, nanos: -5 }],
-      ["over 24 hours", { seconds: 86_401, nanos: 0 }],
-      ["nanos out of range", { seconds: 0, nanos: 1_000_000_000 }],
+    const invalid: [string, { seconds: number; nanos: number }, string][] = [
+      [
+        "negative seconds",
+        { seconds: -1, nanos: 0 },
+        "grace_period is negative (-1s)",
+      ],
+      [
+        "negative nanos",
+        { seconds: 0, nanos: -5 },
+        "grace_period is negative (-0.000000005s)",
+      ],
+      [
+        "opposite signs",
+        { seconds: 1, nanos: -5 },
+        "grace_period.seconds (1) and grace_period.nanos (-5) have opposite " +
+          "signs",
+      ],
+      [
+        "over 24 hours",
+        { seconds: 86_401, nanos: 0 },
+        "grace_period is 86401s, over the maximum of 86400s",
+      ],
+      [
+        "nanos out of range",
+        { seconds: 0, nanos: 1_000_000_000 },
+        "grace_period.nanos is 1000000000",
+      ],
     ];
-    for (const [name, gracePeriod] of invalid) {
+    for (const [name, gracePeriod, message] of invalid) {
       it(`rejects ${name}`, async () => {
         const request = ownerRequest();
 
@@ -501,9 +523,25 @@ describe("TokenService", () => {
 
         expect(err.code).to.equal(status.INVALID_ARGUMENT);
         expect(violatedFields(err)).to.deep.equal(["grace_period"]);
+        expect(err.details).to.contain(message);
         expect(await eventsOf(service.db, request.userId)).to.have.length(0);
       });
     }
+
+    it("rejects seconds beyond 2^53 - 1", async () => {
+      const request = ownerRequest();
+
+      const err = await callError(service.client, service.client.regenerate, {
+        ...request,
+        gracePeriod: { seconds: 2 ** 53, nanos: 0 },
+      });
+
+      expect(err.code).to.equal(status.INVALID_ARGUMENT);
+      expect(violatedFields(err)).to.deep.equal(["request"]);
+      expect(err.details).to.contain("grace_period.seconds");
+      expect(err.details).to.contain("±9007199254740991");
+      expect(await eventsOf(service.db, request.userId)).to.have.length(0);
+    });
 
     it("accepts exactly 24 hours", async () => {
       const response = await rpc.regenerate({

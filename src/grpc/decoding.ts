@@ -29,6 +29,24 @@ function decodeUtf8Strictly(bytes: Uint8Array): string {
   }
 }
 
+// ts-proto decodes int64 fields to numbers and throws this when a value
+// does not fit in one exactly.
+const UNSAFE_INTEGER_MESSAGE = /Number\.(MAX|MIN)_SAFE_INTEGER/;
+
+/** Describes why request bytes failed to decode, and what to send. */
+function describeDecodeError(err: unknown): string {
+  if (err instanceof InvalidUtf8Error) {
+    return "a string field is not valid UTF-8";
+  }
+  if (err instanceof Error && UNSAFE_INTEGER_MESSAGE.test(err.message)) {
+    return (
+      "a 64-bit integer field, such as grace_period.seconds, is beyond " +
+      "±9007199254740991; send a value in that range"
+    );
+  }
+  return "the bytes are not a valid protobuf encoding of the request";
+}
+
 /**
  * Returns a copy of a service definition whose request deserializers reject
  * invalid UTF-8, which the default decoder replaces with U+FFFD, and
@@ -54,11 +72,7 @@ export function withStrictDecoding<T extends ServiceDefinition>(
         const reader = new BinaryReader(value, decodeUtf8Strictly);
         return method.requestDeserialize(reader as unknown as Buffer);
       } catch (err) {
-        return new MalformedRequest(
-          err instanceof InvalidUtf8Error
-            ? "a string field is not valid UTF-8"
-            : "the bytes are not a valid protobuf encoding of the request",
-        );
+        return new MalformedRequest(describeDecodeError(err));
       }
     };
     return [name, { ...method, requestDeserialize }];

@@ -46,7 +46,11 @@ function pack<T>(
  */
 export function statusOf(err: unknown): CallStatus | undefined {
   if (err instanceof InvalidArgumentError) {
-    const badRequest = { fieldViolations: err.violations };
+    // fromPartial fills the fields a violation leaves out, reason and
+    // localized_message. The encoder would write undefined as "undefined".
+    const badRequest = BadRequest.fromPartial({
+      fieldViolations: err.violations,
+    });
     return {
       code: status.INVALID_ARGUMENT,
       message: err.message,

@@ -119,10 +119,12 @@ export class RequestValidator {
     }
 
     const { seconds, nanos } = value;
+    const sign = seconds < 0 || nanos < 0 ? "-" : "";
     const text =
       nanos === 0
         ? `${seconds}s`
-        : `${seconds}.${String(Math.abs(nanos)).padStart(9, "0")}s`;
+        : `${sign}${Math.abs(seconds)}.` +
+          `${String(Math.abs(nanos)).padStart(9, "0")}s`;
     const maxSeconds = maxMs / 1000;
     if (
       !Number.isInteger(nanos) ||
@@ -132,6 +134,15 @@ export class RequestValidator {
       this.add(
         field,
         `${field}.nanos is ${nanos}; send -999999999 to 999999999`,
+      );
+      return 0;
+    }
+    if ((seconds > 0 && nanos < 0) || (seconds < 0 && nanos > 0)) {
+      this.add(
+        field,
+        `${field}.seconds (${seconds}) and ${field}.nanos (${nanos}) have ` +
+          `opposite signs; send both with the same sign, as ` +
+          `google.protobuf.Duration requires`,
       );
       return 0;
     }
