@@ -84,6 +84,18 @@ describe("TokenService", () => {
     ).to.equal(true);
   }
 
+  it("logs the migrations it applied", () => {
+    const entry = service.logs
+      .entries()
+      .find((line) => line.msg === "applied database migrations");
+
+    expect(entry, "log line").to.not.equal(undefined);
+    expect(entry!.migrations).to.deep.equal([
+      "20261204000000_create_api_tokens",
+      "20261205000000_add_rotation_and_idempotency",
+    ]);
+  });
+
   describe("CreateDefault", () => {
     it("creates a signed default token", async () => {
       const request = ownerRequest();

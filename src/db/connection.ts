@@ -162,11 +162,18 @@ export async function openDatabase(
   log: Logger,
 ): Promise<Knex> {
   const db = knex({ ...buildKnexConfig(options), log: knexLogger(log) });
+  let applied: string[];
   try {
-    await db.migrate.latest();
+    [, applied] = (await db.migrate.latest()) as [number, string[]];
   } catch (err) {
     await db.destroy();
     throw err;
+  }
+
+  if (applied.length > 0) {
+    log.info({ migrations: applied }, "applied database migrations");
+  } else {
+    log.debug("database schema is up to date");
   }
   return db;
 }
