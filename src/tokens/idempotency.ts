@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type { Knex } from "knex";
 import { describeDatabaseError } from "../db/errors";
+import { type PreparedStatement, runPrepared } from "../db/prepared";
 import type { Logger } from "../logger";
 import type { AuditSource } from "./audit";
 import type { SecretCipher } from "./cipher";
@@ -125,6 +126,37 @@ function decodeResult<T>(json: string, sealed: string | undefined): T {
   return parsed.result;
 }
 
+/** Returns the primary-key values of a key, in the order of KEY_COLUMNS. */
+function keyValues(key: IdempotencyKey): string[] {
+  return [key.clientService, key.rpc, key.userId, key.orgId, key.requestId];
+}
+
+const KEY_COLUMNS = "client_service, rpc, user_id, org_id, request_id";
+
+// Inserts the key, or takes over an expired one: ON CONFLICT DO UPDATE
+// clears the stored result and renews the key only when the WHERE holds.
+const CLAIM_KEY: PreparedStatement = {
+  name: "token_service_claim_idempotency_key",
+  sql:
+    `insert into ${TABLE} (${KEY_COLUMNS}, fingerprint, created_at, ` +
+    "expires_at) values (?, ?, ?, ?, ?, ?, now(), " +
+    "now() + make_interval(secs => ?)) " +
+    `on conflict (${KEY_COLUMNS}) do update set ` +
+    "fingerprint = excluded.fingerprint, response = excluded.response, " +
+    "secret_key_id = excluded.secret_key_id, " +
+    "secret_ciphertext = excluded.secret_ciphertext, " +
+    "created_at = excluded.created_at, expires_at = excluded.expires_at " +
+    `where ${TABLE}.expires_at <= now() returning request_id`,
+};
+
+const STORE_RESULT: PreparedStatement = {
+  name: "token_service_store_idempotent_result",
+  sql:
+    `update ${TABLE} set response = ?, secret_key_id = ?, ` +
+    "secret_ciphertext = ? where client_service = ? and rpc = ? and " +
+    "user_id = ? and org_id = ? and request_id = ?",
+};
+
 function whereKey(key: IdempotencyKey) {
   return {
     client_service: key.clientService,
@@ -193,24 +225,11 @@ export class IdempotencyStore {
     trx: Knex.Transaction,
     key: IdempotencyKey,
   ): Promise<Replay<T>> {
-    const claimed = await trx(TABLE)
-      .insert({
-        ...whereKey(key),
-        fingerprint: key.fingerprint,
-        created_at: trx.fn.now(),
-        expires_at: this.expiryFromNow(trx),
-      })
-      .onConflict(["client_service", "rpc", "user_id", "org_id", "request_id"])
-      .merge([
-        "fingerprint",
-        "response",
-        "secret_key_id",
-        "secret_ciphertext",
-        "created_at",
-        "expires_at",
-      ])
-      .where(`${TABLE}.expires_at`, "<=", trx.fn.now())
-      .returning("request_id");
+    const claimed = await runPrepared(trx, CLAIM_KEY, [
+      ...keyValues(key),
+      key.fingerprint,
+      this.ttlSeconds,
+    ]);
     if (claimed.length > 0) {
       return undefined;
     }
@@ -256,13 +275,12 @@ export class IdempotencyStore {
         ? undefined
         : this.cipher.seal(plaintext, this.associatedData(key));
 
-    await trx(TABLE)
-      .update({
-        response: json,
-        secret_key_id: sealed?.keyId ?? null,
-        secret_ciphertext: sealed?.ciphertext ?? null,
-      })
-      .where(whereKey(key));
+    await runPrepared(trx, STORE_RESULT, [
+      json,
+      sealed?.keyId ?? null,
+      sealed?.ciphertext ?? null,
+      ...keyValues(key),
+    ]);
   }
 
   /** Starts `deleteExpired` without waiting, logging its outcome. */
@@ -336,10 +354,6 @@ export class IdempotencyStore {
           )
         : undefined;
     return { result: decodeResult<T>(row.response!, plaintext) };
-  }
-
-  private expiryFromNow(db: Queryable): Knex.Raw {
-    return db.raw("now() + make_interval(secs => ?)", [this.ttlSeconds]);
   }
 
   // SecretCipher binds a ciphertext to a string; here the request's

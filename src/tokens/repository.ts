@@ -115,10 +115,6 @@ function tokenColumnsSql(alias = ""): string {
   return `${stored}, ${expiredColumnSql(prefix)}`;
 }
 
-function returningColumns(db: Queryable): (string | Knex.Raw)[] {
-  return [...STORED_COLUMNS, db.raw(expiredColumnSql())];
-}
-
 // The login path runs this read on every call, so its SQL is written once
 // here. Building it with the query builder on each call took about 25 us
 // more CPU a query (120 against 95 us, knex 3.3 on Node.js 20).
@@ -161,19 +157,54 @@ function toRecord(row: TokenRow): TokenRecord {
   };
 }
 
-function secretValues(secret: SecretColumns) {
-  return {
-    token_hash: secret.tokenHash,
-    secret_key_id: secret.sealed.keyId,
-    secret_ciphertext: secret.sealed.ciphertext,
-    secret_masked: secret.masked,
-    signature: secret.signature,
-  };
+/** The secret columns, in the order of SECRET_COLUMNS. */
+function secretValues(secret: SecretColumns): unknown[] {
+  return [
+    secret.tokenHash,
+    secret.sealed.keyId,
+    secret.sealed.ciphertext,
+    secret.masked,
+    secret.signature,
+  ];
 }
 
-function expiryFromNow(db: Queryable, lifetimeDays: number): Knex.Raw {
-  return db.raw("now() + make_interval(days => ?)", [lifetimeDays]);
-}
+const SECRET_COLUMNS =
+  "token_hash, secret_key_id, secret_ciphertext, secret_masked, signature";
+
+// The writes of the default-token operations. Each returns the row as the
+// reads do, expired computed by the database clock.
+const INSERT_DEFAULT: PreparedStatement = {
+  name: "token_service_insert_default",
+  sql:
+    `insert into ${TABLE} (id, user_id, org_id, label, kind, ` +
+    `${SECRET_COLUMNS}, disabled, created_at, updated_at, expires_at) ` +
+    "values (?, ?, ?, ?, 'default', ?, ?, ?, ?, ?, false, now(), now(), " +
+    "now() + make_interval(days => ?)) " +
+    "on conflict (user_id, org_id) where kind = 'default' do nothing " +
+    `returning ${tokenColumnsSql()}`,
+};
+
+// SET reads the old row, so least() caps the grace period at the old
+// expiry; least() ignores a null expires_at, which means "never expires".
+// Without a previous secret, the CASE clears any earlier one.
+const REPLACE_SECRET: PreparedStatement = {
+  name: "token_service_replace_secret",
+  sql:
+    `update ${TABLE} set token_hash = ?, secret_key_id = ?, ` +
+    "secret_ciphertext = ?, secret_masked = ?, signature = ?, " +
+    "previous_token_hash = ?, previous_expires_at = case when ?::boolean " +
+    "then least(now() + make_interval(secs => ?), expires_at) end, " +
+    "disabled = false, updated_at = now(), " +
+    "expires_at = now() + make_interval(days => ?) " +
+    `where id = ? and kind = 'default' returning ${tokenColumnsSql()}`,
+};
+
+const DELETE_DEFAULT: PreparedStatement = {
+  name: "token_service_delete_default",
+  sql:
+    `delete from ${TABLE} where user_id = ? and org_id = ? ` +
+    `and kind = 'default' returning ${tokenColumnsSql()}`,
+};
 
 /**
  * Reads the default token of an owner, or undefined. With `forUpdate` the
@@ -263,8 +294,8 @@ interface LoginRow extends TokenRow {
 }
 
 /**
- * Places each row at the index of the lookup it answers, from its 1-based
- * `lookup_number`; lookups with no row stay undefined.
+ * Places each row at the index of the lookup it belongs to, from its
+ * 1-based `lookup_number`. Lookups with no row stay undefined.
  */
 function byLookup<Row extends { lookup_number: number }, T>(
   rows: Row[],
@@ -331,43 +362,15 @@ export async function insertDefaultToken(
   secret: SecretColumns,
   lifetimeDays: number,
 ): Promise<TokenRecord | undefined> {
-  const rows = (await trx(TABLE)
-    .insert({
-      id,
-      user_id: owner.userId,
-      org_id: owner.orgId,
-      label: DEFAULT_LABEL,
-      kind: "default",
-      ...secretValues(secret),
-      disabled: false,
-      created_at: trx.fn.now(),
-      updated_at: trx.fn.now(),
-      expires_at: expiryFromNow(trx, lifetimeDays),
-    })
-    .onConflict(trx.raw("(user_id, org_id) where kind = 'default'"))
-    .ignore()
-    .returning(returningColumns(trx))) as TokenRow[];
-
-  return rows.length > 0 ? toRecord(rows[0]) : undefined;
-}
-
-/**
- * Builds the previous-secret columns of a rotation. The grace period ends
- * no later than the token's old expiry (an UPDATE's SET reads the old row),
- * and null `previous` clears any earlier previous secret.
- */
-function previousValues(db: Queryable, previous: PreviousSecret | null) {
-  if (!previous) {
-    return { previous_token_hash: null, previous_expires_at: null };
-  }
-  return {
-    previous_token_hash: previous.tokenHash,
-    // least() ignores a null expires_at, which means "never expires".
-    previous_expires_at: db.raw(
-      "least(now() + make_interval(secs => ?), expires_at)",
-      [previous.gracePeriodMs / 1000],
-    ),
-  };
+  const [row] = await runPrepared<TokenRow>(trx, INSERT_DEFAULT, [
+    id,
+    owner.userId,
+    owner.orgId,
+    DEFAULT_LABEL,
+    ...secretValues(secret),
+    lifetimeDays,
+  ]);
+  return row ? toRecord(row) : undefined;
 }
 
 /**
@@ -383,16 +386,14 @@ export async function replaceSecret(
   lifetimeDays: number,
   previous: PreviousSecret | null = null,
 ): Promise<TokenRecord> {
-  const rows = (await trx(TABLE)
-    .update({
-      ...secretValues(secret),
-      ...previousValues(trx, previous),
-      disabled: false,
-      updated_at: trx.fn.now(),
-      expires_at: expiryFromNow(trx, lifetimeDays),
-    })
-    .where({ id: tokenId, kind: "default" })
-    .returning(returningColumns(trx))) as TokenRow[];
+  const rows = await runPrepared<TokenRow>(trx, REPLACE_SECRET, [
+    ...secretValues(secret),
+    previous?.tokenHash ?? null,
+    previous !== null,
+    (previous?.gracePeriodMs ?? 0) / 1000,
+    lifetimeDays,
+    tokenId,
+  ]);
 
   if (rows.length !== 1) {
     throw new Error(`default token ${tokenId} vanished while locked`);
@@ -408,12 +409,11 @@ export async function deleteDefaultToken(
   trx: Knex.Transaction,
   owner: TokenOwner,
 ): Promise<TokenRecord | undefined> {
-  const rows = (await trx(TABLE)
-    .where({ user_id: owner.userId, org_id: owner.orgId, kind: "default" })
-    .delete()
-    .returning(returningColumns(trx))) as TokenRow[];
-
-  return rows.length > 0 ? toRecord(rows[0]) : undefined;
+  const [row] = await runPrepared<TokenRow>(trx, DELETE_DEFAULT, [
+    owner.userId,
+    owner.orgId,
+  ]);
+  return row ? toRecord(row) : undefined;
 }
 
 /** A token found by the hash of a presented secret. */
