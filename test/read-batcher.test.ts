@@ -1,10 +1,31 @@
-import { setImmediate as nextTurn } from "node:timers/promises";
+import {
+  setImmediate as nextTurn,
+  setTimeout as sleep,
+} from "node:timers/promises";
 import { expect } from "chai";
-import { batchTimeoutMs, ReadBatcher } from "../src/db/read-batcher";
+import {
+  batchTimeoutMs,
+  LookupExpiredError,
+  ReadBatcher,
+} from "../src/db/read-batcher";
+
+interface Lookup {
+  n: number;
+  timeoutMs: number;
+}
+
+function lookupOf(n: number, timeoutMs = 60_000): Lookup {
+  return { n, timeoutMs };
+}
+
+/** The result the test reads return for lookup n: none for odd n. */
+function resultOf(n: number): number | undefined {
+  return n % 2 === 0 ? n * 10 : undefined;
+}
 
 /**
  * A batch read whose statements finish only when the test releases them,
- * recording the lookups of each.
+ * recording the lookup numbers of each.
  */
 class ControlledRead {
   readonly batches: number[][] = [];
@@ -12,15 +33,13 @@ class ControlledRead {
   running = 0;
   maxRunning = 0;
 
-  readonly read = async (lookups: number[]) => {
-    this.batches.push(lookups);
+  readonly read = async (lookups: Lookup[]) => {
+    this.batches.push(lookups.map((lookup) => lookup.n));
     this.running++;
     this.maxRunning = Math.max(this.maxRunning, this.running);
     await new Promise<void>((resolve) => this.pending.push(resolve));
     this.running--;
-    return lookups.map((lookup) =>
-      lookup % 2 === 0 ? lookup * 10 : undefined,
-    );
+    return lookups.map((lookup) => resultOf(lookup.n));
   };
 
   /** Lets every statement started so far finish. */
@@ -30,6 +49,13 @@ class ControlledRead {
       await nextTurn();
     }
   }
+}
+
+/** A batcher of up to 8 lookups a statement over a ControlledRead. */
+function controlledBatcher(maxInFlight: number) {
+  const reads = new ControlledRead();
+  const batcher = new ReadBatcher(reads.read, { maxBatch: 8, maxInFlight });
+  return { reads, batcher };
 }
 
 async function settleAll(
@@ -46,37 +72,27 @@ async function settleAll(
 
 describe("ReadBatcher", () => {
   it("answers each lookup with its own result", async () => {
-    const reads = new ControlledRead();
-    const batcher = new ReadBatcher(reads.read, {
-      maxBatch: 8,
-      maxInFlight: 2,
-    });
+    const { reads, batcher } = controlledBatcher(2);
 
-    const lookups = Array.from({ length: 30 }, (_, index) => index);
+    const numbers = Array.from({ length: 30 }, (_, index) => index);
     const settled = await settleAll(
       reads,
-      lookups.map((lookup) => batcher.load(lookup)),
+      numbers.map((n) => batcher.load(lookupOf(n))),
     );
 
     const results = settled.map((outcome) =>
       outcome.status === "fulfilled" ? outcome.value : "rejected",
     );
-    expect(results).to.deep.equal(
-      lookups.map((lookup) => (lookup % 2 === 0 ? lookup * 10 : undefined)),
-    );
-    expect(reads.batches.flat().sort((a, b) => a - b)).to.deep.equal(lookups);
+    expect(results).to.deep.equal(numbers.map(resultOf));
+    expect(reads.batches.flat().sort((a, b) => a - b)).to.deep.equal(numbers);
   });
 
   it("keeps batches and statements in limits", async () => {
-    const reads = new ControlledRead();
-    const batcher = new ReadBatcher(reads.read, {
-      maxBatch: 8,
-      maxInFlight: 2,
-    });
+    const { reads, batcher } = controlledBatcher(2);
 
     await settleAll(
       reads,
-      Array.from({ length: 30 }, (_, index) => batcher.load(index)),
+      Array.from({ length: 30 }, (_, n) => batcher.load(lookupOf(n))),
     );
 
     expect(reads.maxRunning).to.equal(2);
@@ -87,13 +103,9 @@ describe("ReadBatcher", () => {
   });
 
   it("sends a lone lookup without waiting for more", async () => {
-    const reads = new ControlledRead();
-    const batcher = new ReadBatcher(reads.read, {
-      maxBatch: 8,
-      maxInFlight: 2,
-    });
+    const { reads, batcher } = controlledBatcher(2);
 
-    const result = batcher.load(4);
+    const result = batcher.load(lookupOf(4));
     await nextTurn();
 
     expect(reads.batches).to.deep.equal([[4]]);
@@ -102,15 +114,11 @@ describe("ReadBatcher", () => {
   });
 
   it("gathers lookups that wait for a statement", async () => {
-    const reads = new ControlledRead();
-    const batcher = new ReadBatcher(reads.read, {
-      maxBatch: 8,
-      maxInFlight: 1,
-    });
+    const { reads, batcher } = controlledBatcher(1);
 
-    const first = batcher.load(0);
+    const first = batcher.load(lookupOf(0));
     await nextTurn();
-    const waiting = [2, 4, 6].map((lookup) => batcher.load(lookup));
+    const waiting = [2, 4, 6].map((n) => batcher.load(lookupOf(n)));
     await nextTurn();
     expect(reads.batches).to.deep.equal([[0]]);
 
@@ -122,22 +130,48 @@ describe("ReadBatcher", () => {
     expect(await Promise.all(waiting)).to.deep.equal([20, 40, 60]);
   });
 
+  it("drops a lookup that waited past its timeout", async () => {
+    const { reads, batcher } = controlledBatcher(1);
+
+    const first = batcher.load(lookupOf(0));
+    await nextTurn();
+    // The handler goes on at once: the rejection comes before the awaits.
+    const expired = batcher.load(lookupOf(2, 5)).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    const patient = batcher.load(lookupOf(4));
+    await sleep(20);
+    await reads.releaseAll();
+    await nextTurn();
+
+    expect(reads.batches).to.deep.equal([[0], [4]]);
+    const outcome = await expired;
+    expect(outcome).to.be.instanceOf(LookupExpiredError);
+    expect((outcome as Error).message).to.match(
+      /^the read waited \d+ ms for a database statement, over its 5 ms timeout$/,
+    );
+    await reads.releaseAll();
+    expect(await first).to.equal(0);
+    expect(await patient).to.equal(40);
+  });
+
   it("rejects only the lookups of a failed statement", async () => {
     const failure = new Error("connection lost");
     let calls = 0;
     const batcher = new ReadBatcher(
-      async (lookups: number[]) => {
+      async (lookups: Lookup[]) => {
         calls++;
         if (calls === 1) {
           throw failure;
         }
-        return lookups;
+        return lookups.map((lookup) => lookup.n);
       },
       { maxBatch: 2, maxInFlight: 1 },
     );
 
     const settled = await Promise.allSettled(
-      [1, 2, 3].map((n) => batcher.load(n)),
+      [1, 2, 3].map((n) => batcher.load(lookupOf(n))),
     );
 
     expect(settled[0]).to.deep.equal({ status: "rejected", reason: failure });
@@ -152,8 +186,8 @@ describe("ReadBatcher", () => {
     });
 
     const settled = await Promise.allSettled([
-      batcher.load(1),
-      batcher.load(2),
+      batcher.load(lookupOf(1)),
+      batcher.load(lookupOf(2)),
     ]);
 
     for (const outcome of settled) {

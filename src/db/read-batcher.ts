@@ -36,8 +36,18 @@ export function batchTimeoutMs(lookups: readonly TimedLookup[]): number {
   return Math.max(...lookups.map((lookup) => lookup.timeoutMs));
 }
 
+/**
+ * A lookup that waited for a statement longer than its own timeout, so it
+ * was never sent.
+ */
+export class LookupExpiredError extends Error {
+  override name = "LookupExpiredError";
+}
+
 interface Pending<L, R> {
   lookup: L;
+  /** Epoch milliseconds at which the lookup was queued. */
+  queuedAt: number;
   resolve: (result: R | undefined) => void;
   reject: (err: unknown) => void;
 }
@@ -51,9 +61,9 @@ interface Pending<L, R> {
  * sends fewer, larger statements.
  *
  * Every lookup is read by a statement that starts after the lookup was
- * made, so it sees every change committed before then.
+ * made, so its result includes every change committed before then.
  */
-export class ReadBatcher<L, R> {
+export class ReadBatcher<L extends TimedLookup, R> {
   private readonly queue: Pending<L, R>[] = [];
   private inFlight = 0;
   private dispatchScheduled = false;
@@ -68,10 +78,12 @@ export class ReadBatcher<L, R> {
    *
    * @throws whatever the statement that read it threw; every lookup of a
    *   failed statement gets the same error.
+   * @throws LookupExpiredError when the lookup waited longer than its
+   *   timeoutMs for a statement, which then leaves it out.
    */
   load(lookup: L): Promise<R | undefined> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ lookup, resolve, reject });
+      this.queue.push({ lookup, queuedAt: Date.now(), resolve, reject });
       this.scheduleDispatch();
     });
   }
@@ -93,13 +105,41 @@ export class ReadBatcher<L, R> {
 
   private dispatch(): void {
     while (this.queue.length > 0 && this.inFlight < this.settings.maxInFlight) {
-      const batch = this.queue.splice(0, this.settings.maxBatch);
+      const batch = this.takeBatch();
+      if (batch.length === 0) {
+        continue;
+      }
       this.inFlight++;
       void this.run(batch).finally(() => {
         this.inFlight--;
         this.scheduleDispatch();
       });
     }
+  }
+
+  /**
+   * Takes up to maxBatch lookups from the queue, rejecting on the way the
+   * ones that waited past their timeout: their callers have given up or
+   * are about to, so their rows would only cost the statement time.
+   */
+  private takeBatch(): Pending<L, R>[] {
+    const now = Date.now();
+    const batch: Pending<L, R>[] = [];
+    while (this.queue.length > 0 && batch.length < this.settings.maxBatch) {
+      const pending = this.queue.shift()!;
+      const waitedMs = now - pending.queuedAt;
+      if (waitedMs >= pending.lookup.timeoutMs) {
+        pending.reject(
+          new LookupExpiredError(
+            `the read waited ${waitedMs} ms for a database statement, over ` +
+              `its ${pending.lookup.timeoutMs} ms timeout`,
+          ),
+        );
+      } else {
+        batch.push(pending);
+      }
+    }
+    return batch;
   }
 
   private async run(batch: Pending<L, R>[]): Promise<void> {

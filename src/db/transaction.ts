@@ -9,6 +9,7 @@ import {
 } from "../tokens/errors";
 import { cancelOnAbort } from "./cancel";
 import { type PreparedStatement, runPrepared } from "./prepared";
+import { LookupExpiredError } from "./read-batcher";
 import {
   describeDatabaseError,
   errorCode,
@@ -95,6 +96,9 @@ export function translateDatabaseError(
       `timed out after ${settings.lockTimeoutMs} ms waiting for a row lock ` +
         `held by another call; retry the call`,
     );
+  }
+  if (err instanceof LookupExpiredError) {
+    return new TransactionAbortedError(`${err.message}; retry the call`);
   }
   if (code === SqlState.queryCanceled || isQueryTimeout(err)) {
     return new TransactionAbortedError(
