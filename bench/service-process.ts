@@ -75,9 +75,9 @@ export function readCpuMs(pid: number): number {
 
 /**
  * Returns the CPU time, in milliseconds, of every PostgreSQL process on
- * this machine, with that of the backends that have exited: the server
- * process adds their time to its own children's (cutime and cstime) when
- * it reaps them. Other clients of the same server count too.
+ * this machine, backends that have exited included. The server process
+ * adds an exited backend's time to its children's (cutime and cstime)
+ * when it reaps it. Other clients of the same server count too.
  */
 export function readDatabaseCpuMs(): number {
   let ticks = 0;

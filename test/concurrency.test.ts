@@ -90,7 +90,7 @@ describe("TokenService under concurrency", () => {
   });
 
   describe("ValidateToken", () => {
-    it("answers 50 callers each for its own secret", async () => {
+    it("validates 50 secrets each for its owner", async () => {
       const requests = Array.from({ length: CALLERS / 2 }, () =>
         ownerRequest(),
       );

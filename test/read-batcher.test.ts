@@ -18,7 +18,7 @@ function lookupOf(n: number, timeoutMs = 60_000): Lookup {
   return { n, timeoutMs };
 }
 
-/** The result the test reads return for lookup n: none for odd n. */
+/** Returns the result of lookup n in these tests: none for odd n. */
 function resultOf(n: number): number | undefined {
   return n % 2 === 0 ? n * 10 : undefined;
 }
@@ -51,7 +51,7 @@ class ControlledRead {
   }
 }
 
-/** A batcher of up to 8 lookups a statement over a ControlledRead. */
+/** Creates a batcher of up to 8 lookups a statement over a ControlledRead. */
 function controlledBatcher(maxInFlight: number) {
   const reads = new ControlledRead();
   const batcher = new ReadBatcher(reads.read, { maxBatch: 8, maxInFlight });
@@ -71,7 +71,7 @@ async function settleAll(
 }
 
 describe("ReadBatcher", () => {
-  it("answers each lookup with its own result", async () => {
+  it("resolves each lookup with its own result", async () => {
     const { reads, batcher } = controlledBatcher(2);
 
     const numbers = Array.from({ length: 30 }, (_, index) => index);
@@ -135,7 +135,8 @@ describe("ReadBatcher", () => {
 
     const first = batcher.load(lookupOf(0));
     await nextTurn();
-    // The handler goes on at once: the rejection comes before the awaits.
+    // The handler is attached at once, because the rejection comes before
+    // the awaits below.
     const expired = batcher.load(lookupOf(2, 5)).then(
       () => undefined,
       (err: unknown) => err,
@@ -199,7 +200,7 @@ describe("ReadBatcher", () => {
     }
   });
 
-  it("times a batch by its most patient caller", () => {
+  it("times a batch by its longest budget", () => {
     expect(
       batchTimeoutMs([{ timeoutMs: 50 }, { timeoutMs: 900 }, { timeoutMs: 5 }]),
     ).to.equal(900);

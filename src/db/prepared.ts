@@ -7,7 +7,7 @@ import type { Knex } from "knex";
  * of CPU a call unprepared and 60 µs prepared (docs/benchmarks.md).
  */
 export interface PreparedStatement {
-  /** Unique among the service's statements; pg rejects a reused name. */
+  /** Unique among the statements, because pg rejects a reused name. */
   name: string;
   sql: string;
 }

@@ -46,7 +46,7 @@ export class LookupExpiredError extends Error {
 
 interface Pending<L, R> {
   lookup: L;
-  /** Epoch milliseconds at which the lookup was queued. */
+  /** Time the lookup was queued, in epoch milliseconds. */
   queuedAt: number;
   resolve: (result: R | undefined) => void;
   reject: (err: unknown) => void;
@@ -76,7 +76,7 @@ export class ReadBatcher<L extends TimedLookup, R> {
   /**
    * Reads one lookup's result with the next statement.
    *
-   * @throws whatever the statement that read it threw; every lookup of a
+   * @throws whatever the statement that read it threw. Every lookup of a
    *   failed statement gets the same error.
    * @throws LookupExpiredError when the lookup waited longer than its
    *   timeoutMs for a statement, which then leaves it out.
@@ -118,26 +118,26 @@ export class ReadBatcher<L extends TimedLookup, R> {
   }
 
   /**
-   * Takes up to maxBatch lookups from the queue, rejecting on the way the
-   * ones that waited past their timeout: their callers have given up or
-   * are about to, so their rows would only cost the statement time.
+   * Takes up to maxBatch lookups from the queue and rejects those that
+   * waited past their timeout. Their callers have given up or soon will,
+   * so reading their rows would only slow the statement.
    */
   private takeBatch(): Pending<L, R>[] {
     const now = Date.now();
+    const taken = this.queue.splice(0, this.settings.maxBatch);
     const batch: Pending<L, R>[] = [];
-    while (this.queue.length > 0 && batch.length < this.settings.maxBatch) {
-      const pending = this.queue.shift()!;
+    for (const pending of taken) {
       const waitedMs = now - pending.queuedAt;
-      if (waitedMs >= pending.lookup.timeoutMs) {
-        pending.reject(
-          new LookupExpiredError(
-            `the read waited ${waitedMs} ms for a database statement, over ` +
-              `its ${pending.lookup.timeoutMs} ms timeout`,
-          ),
-        );
-      } else {
+      if (waitedMs < pending.lookup.timeoutMs) {
         batch.push(pending);
+        continue;
       }
+      pending.reject(
+        new LookupExpiredError(
+          `the read waited ${waitedMs} ms for a database statement, over ` +
+            `its ${pending.lookup.timeoutMs} ms timeout`,
+        ),
+      );
     }
     return batch;
   }

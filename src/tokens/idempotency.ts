@@ -126,12 +126,13 @@ function decodeResult<T>(json: string, sealed: string | undefined): T {
   return parsed.result;
 }
 
+/** The primary-key columns, in the order whereKey lists them. */
+const KEY_COLUMNS = "client_service, rpc, user_id, org_id, request_id";
+
 /** Returns the primary-key values of a key, in the order of KEY_COLUMNS. */
 function keyValues(key: IdempotencyKey): string[] {
-  return [key.clientService, key.rpc, key.userId, key.orgId, key.requestId];
+  return Object.values(whereKey(key));
 }
-
-const KEY_COLUMNS = "client_service, rpc, user_id, org_id, request_id";
 
 // Inserts the key, or takes over an expired one: ON CONFLICT DO UPDATE
 // clears the stored result and renews the key only when the WHERE holds.
