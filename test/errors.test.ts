@@ -1,4 +1,6 @@
+import { randomUUID } from "node:crypto";
 import net from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import type { Knex } from "knex";
@@ -99,6 +101,54 @@ describe("TokenService errors", () => {
       const [row] = await tokensOf(service.db, request.userId);
       expect(row.secret_masked).to.equal(created.token!.masked);
       expect(await eventsOf(service.db, request.userId)).to.have.length(1);
+    });
+  });
+
+  describe("a call cancelled before its handler runs", () => {
+    let service: TestService;
+    /** Whether the signal was aborted when a held handler first read it. */
+    const abortedOnFirstUse: boolean[] = [];
+
+    before(async () => {
+      service = await startTestService(
+        {},
+        {
+          hooks: {
+            beforeHandler: async (context, request) => {
+              const { userId } = request as { userId?: string };
+              if (userId?.startsWith("held-")) {
+                await sleep(400);
+                abortedOnFirstUse.push(context.signal?.aborted === true);
+              }
+            },
+          },
+        },
+      );
+    });
+
+    after(async () => {
+      await service?.stop();
+    });
+
+    it("sees the signal aborted and commits nothing", async () => {
+      const request = ownerRequest(`held-${randomUUID()}`);
+
+      const err = await callError(
+        service.client,
+        service.client.createDefault,
+        request,
+        { deadline: Date.now() + 100 },
+      );
+      for (let i = 0; abortedOnFirstUse.length === 0 && i < 50; i++) {
+        await sleep(50);
+      }
+
+      expect(err.code).to.equal(status.DEADLINE_EXCEEDED);
+      expect(abortedOnFirstUse).to.deep.equal([true]);
+      // The handler ran after the hook; the cancelled call wrote nothing.
+      await sleep(100);
+      expect(await tokensOf(service.db, request.userId)).to.have.length(0);
+      expect(await eventsOf(service.db, request.userId)).to.have.length(0);
     });
   });
 

@@ -202,6 +202,22 @@ describe("TokenService", () => {
       expect(text).to.not.contain(token!.secret);
       expect(text).to.not.contain(hashSecret(token!.secret));
     });
+
+    it("logs the result and the token id in the call line", async () => {
+      const { token } = await rpc.createDefault(ownerRequest());
+
+      await rpc.validateToken(token!.secret);
+      await rpc.validateToken(newSecret());
+
+      const lines = service.logs
+        .entries()
+        .filter((e) => e.msg === "call finished" && e.rpc === "ValidateToken");
+      const [valid, unknown] = lines.slice(-2);
+      expect(valid.result).to.equal("VALIDATION_RESULT_VALID");
+      expect(valid.tokenId).to.equal(token!.id);
+      expect(unknown.result).to.equal("VALIDATION_RESULT_NOT_FOUND");
+      expect(unknown).to.not.have.property("tokenId");
+    });
   });
 
   describe("ValidateToken last_used_at", () => {

@@ -70,22 +70,25 @@ export function createLookupHandlers(
       return { token: toIssuedTokenMessage(token) };
     }),
 
-    validateToken: unary("ValidateToken", async (message, context) => {
-      const validator = new RequestValidator();
-      validator.include(context.clientServiceViolation);
-      validator.throwIfInvalid();
+    validateToken: unary(
+      "ValidateToken",
+      async (message, context) => {
+        const validator = new RequestValidator();
+        validator.include(context.clientServiceViolation);
+        validator.throwIfInvalid();
 
-      const validation = await services.validator.validate(
-        context,
-        message.secret,
-      );
-
-      context.log.debug(
-        { result: validation.result, tokenId: validation.token?.id },
-        "validated a token",
-      );
-      return toValidateTokenResponse(validation);
-    }),
+        const validation = await services.validator.validate(
+          context,
+          message.secret,
+        );
+        return toValidateTokenResponse(validation);
+      },
+      // The call line shows operators why a gateway turned a token away.
+      (response) => ({
+        result: ValidationResult[response.result],
+        tokenId: response.tokenId || undefined,
+      }),
+    ),
 
     listAuditEvents: unary("ListAuditEvents", async (message, context) => {
       const validator = new RequestValidator();
