@@ -1,9 +1,4 @@
-import {
-  createHash,
-  createHmac,
-  randomBytes,
-  timingSafeEqual,
-} from "node:crypto";
+import { createHmac, hash, randomBytes, timingSafeEqual } from "node:crypto";
 
 /** Prefix of every token this service issues. */
 export const TOKEN_PREFIX = "vtk_";
@@ -31,7 +26,9 @@ export function isLegacyFormat(secret: string): boolean {
 
 /** Computes the lookup key of a secret: lowercase hex SHA-256. */
 export function hashSecret(secret: string): string {
-  return createHash("sha256").update(secret, "utf8").digest("hex");
+  // The one-shot form builds no Hash object; ValidateToken hashes every
+  // secret it is sent, cache hits included.
+  return hash("sha256", secret, "hex");
 }
 
 /** Computes `sig_` and the hex HMAC-SHA256 of the secret. */
