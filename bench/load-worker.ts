@@ -25,6 +25,11 @@ export interface ScenarioJob {
   scenario: string;
   table: TableShape;
   shape: LoadShape;
+  /**
+   * Sequence number of the job's first call, so that jobs run one after
+   * another can go on where the last stopped; 0 when unset.
+   */
+  firstSequence?: number;
 }
 
 /** Empty unary calls against the trivial server. */
@@ -95,7 +100,9 @@ function runScenario(job: ScenarioJob): Promise<LoadResult> {
   const client = clientFor(job.address);
   const metadata = new Metadata();
   metadata.set("x-client-service", "token-service-bench");
-  return runClosedLoop(job.shape, async (sequence) => {
+  const first = job.firstSequence ?? 0;
+  return runClosedLoop(job.shape, async (jobSequence) => {
+    const sequence = first + jobSequence;
     const request = scenario.request(sequence, job.table);
     const response = await callUnary(client, method, request, metadata);
     scenario.check(response, sequence, job.table);

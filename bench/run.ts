@@ -5,9 +5,7 @@
  * a raw pg pool and the same SQL through pgbench. Prints Markdown for
  * docs/benchmarks.md.
  */
-import { type ChildProcess, execFileSync, fork } from "node:child_process";
-import { once } from "node:events";
-import { randomBytes } from "node:crypto";
+import { type ChildProcess, execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -15,7 +13,12 @@ import { setTimeout as sleep } from "node:timers/promises";
 import knex from "knex";
 import { findDefaultTokensForLogin } from "../src/tokens/repository";
 import type { LoadShape } from "./closed-loop";
-import type { LoadJob, LoadReply } from "./load-worker";
+import {
+  logProgress as log,
+  runJob,
+  startEmptyServer,
+  startLoadWorker,
+} from "./children";
 import { type CapturedQuery, findPgbench, runPgbench } from "./pgbench";
 import { summarizeProfile } from "./profile-summary";
 import {
@@ -27,8 +30,10 @@ import {
   type WorkloadRow,
 } from "./report";
 import { findMethod, SCENARIOS } from "./scenarios";
-import { type BenchKeys, dropBenchDatabase, seedBenchDatabase } from "./seed";
+import { createBenchKeys, dropBenchDatabase, seedBenchDatabase } from "./seed";
 import {
+  BENCH_CACHE_TTL_MS,
+  benchServiceEnv,
   readCpuMs,
   readDatabaseCpuMs,
   readStartFlags,
@@ -63,10 +68,6 @@ interface Target {
   serviceCalls: number;
 }
 
-const LOAD_WORKER = path.join(__dirname, "load-worker.ts");
-const EMPTY_SERVER = path.join(__dirname, "empty-server.ts");
-const TS_EXEC_ARGV = ["--require", "tsx/cjs"];
-
 function describeMachine(): string {
   const cpus = os.cpus();
   const pgVersion = execFileSync("psql", ["--version"], { encoding: "utf8" });
@@ -79,25 +80,6 @@ function describeMachine(): string {
       .join(", ")}`,
     `- Node.js ${process.version}, ${pgVersion.trim()} (client)`,
   ].join("\n");
-}
-
-/** Sends one job to the load worker and awaits its result. */
-async function runJob(worker: ChildProcess, job: LoadJob): Promise<LoadResult> {
-  worker.send(job);
-  const [reply] = (await once(worker, "message")) as [LoadReply];
-  if ("error" in reply) {
-    throw new Error(`load worker failed: ${reply.error}`);
-  }
-  return reply.result;
-}
-
-async function startEmptyServer(): Promise<{
-  child: ChildProcess;
-  address: string;
-}> {
-  const child = fork(EMPTY_SERVER, [], { execArgv: TS_EXEC_ARGV });
-  const [message] = (await once(child, "message")) as [{ port: number }];
-  return { child, address: `127.0.0.1:${message.port}` };
 }
 
 /** Reads committed plus rolled-back transactions of a database. */
@@ -228,12 +210,6 @@ async function pgbenchClients(settings: BenchSettings): Promise<number> {
   } finally {
     await db.destroy();
   }
-}
-
-function log(message: string): void {
-  process.stderr.write(
-    `[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`,
-  );
 }
 
 function formatResult(result: LoadResult): string {
@@ -393,13 +369,14 @@ async function runRound(
       );
       target.serviceCalls += measured.result.totalCalls;
       const repeatsAfter = scenario.repeatsAfter?.(target.table);
-      if (
-        repeatsAfter !== undefined &&
-        measured.result.totalCalls > repeatsAfter
-      ) {
+      const callsPerTtl =
+        (measured.result.totalCalls / (shape.warmupS + shape.durationS)) *
+        (BENCH_CACHE_TTL_MS / 1000);
+      if (repeatsAfter !== undefined && callsPerTtl > repeatsAfter) {
         log(
-          `NOTE: ${scenario.name} made ${measured.result.totalCalls} calls on ` +
-            `${repeatsAfter} rows, so later requests repeated earlier ones`,
+          `NOTE: ${scenario.name} made about ${callsPerTtl.toFixed(0)} calls ` +
+            `in the cache's ${BENCH_CACHE_TTL_MS} ms lifetime on ` +
+            `${repeatsAfter} rows, so some calls were cache hits`,
         );
       }
       record(scenario.name, measured);
@@ -479,13 +456,7 @@ async function main(): Promise<void> {
   const workDir = fs.mkdtempSync(
     path.join(os.tmpdir(), "token-service-bench-"),
   );
-  // The service reads TOKEN_SIGNING_SECRET as UTF-8 text, so the secret is
-  // base64 text, as `openssl rand -base64 32` makes it.
-  const signingSecret = randomBytes(32).toString("base64");
-  const keys: BenchKeys = {
-    encryptionKey: { id: "bench", key: randomBytes(32) },
-    signingSecret: Buffer.from(signingSecret, "utf8"),
-  };
+  const keys = createBenchKeys();
   const targets: Target[] = settings.tableSizes.map((rows) => ({
     name: `token_service_bench_${process.pid}_${formatRows(rows).toLowerCase()}`,
     table: { rows, benchUsers: Math.min(settings.benchUsers, rows) },
@@ -512,14 +483,7 @@ async function main(): Promise<void> {
 
     for (const target of targets) {
       target.service = await startServiceProcess(
-        {
-          DATABASE_URL: target.databaseUrl,
-          DB_POOL_MAX: String(settings.poolMax),
-          TOKEN_ENCRYPTION_KEY: keys.encryptionKey.key.toString("base64"),
-          TOKEN_ENCRYPTION_KEY_ID: keys.encryptionKey.id,
-          TOKEN_SIGNING_SECRET: signingSecret,
-          LOG_LEVEL: "info",
-        },
+        benchServiceEnv(target.databaseUrl, keys, settings.poolMax),
         path.join(workDir, `${target.name}.log`),
         [
           ...settings.serviceNodeOptions,
@@ -530,7 +494,7 @@ async function main(): Promise<void> {
       );
     }
 
-    const worker = fork(LOAD_WORKER, [], { execArgv: TS_EXEC_ARGV });
+    const worker = startLoadWorker();
     children.push(worker);
     const empty = await startEmptyServer();
     children.push(empty.child);

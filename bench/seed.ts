@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import knex, { type Knex } from "knex";
 import { openDatabase } from "../src/db/connection";
 import type { EncryptionKey } from "../src/config";
@@ -17,6 +17,19 @@ import {
 export interface BenchKeys {
   encryptionKey: EncryptionKey;
   signingSecret: Buffer;
+}
+
+/**
+ * Makes fresh keys for one bench run. The service reads
+ * TOKEN_SIGNING_SECRET as UTF-8 text, so the signing secret is base64
+ * text, as `openssl rand -base64 32` makes it.
+ */
+export function createBenchKeys(): BenchKeys {
+  const signingSecret = randomBytes(32).toString("base64");
+  return {
+    encryptionKey: { id: "bench", key: randomBytes(32) },
+    signingSecret: Buffer.from(signingSecret, "utf8"),
+  };
 }
 
 /** Rows of sealed users written in one INSERT. */

@@ -24,6 +24,10 @@ export interface BenchSettings {
    * names; empty runs all. The empty-RPC floor always runs.
    */
   only: string[];
+  /** bench:compare only: cycles of one slice per build and the floor. */
+  slices: number;
+  /** bench:compare only: seconds of each slice. */
+  sliceS: number;
 }
 
 /** A bench setting that is malformed; the message names the variable. */
@@ -93,5 +97,7 @@ export function loadBenchSettings(env: Env = process.env): BenchSettings {
       .split(",")
       .map((entry) => entry.trim().toLowerCase())
       .filter((entry) => entry !== ""),
+    slices: Math.floor(readNumber(env, "BENCH_SLICES", 20)),
+    sliceS: readNumber(env, "BENCH_SLICE_S", 1),
   };
 }

@@ -1,0 +1,45 @@
+/** The child processes a bench run starts besides the service. */
+import { type ChildProcess, fork } from "node:child_process";
+import { once } from "node:events";
+import path from "node:path";
+import type { LoadJob, LoadReply } from "./load-worker";
+import type { LoadResult } from "./stats";
+
+const LOAD_WORKER = path.join(__dirname, "load-worker.ts");
+const EMPTY_SERVER = path.join(__dirname, "empty-server.ts");
+const TS_EXEC_ARGV = ["--require", "tsx/cjs"];
+
+/** Starts the load generator, which runs one job at a time. */
+export function startLoadWorker(): ChildProcess {
+  return fork(LOAD_WORKER, [], { execArgv: TS_EXEC_ARGV });
+}
+
+/** Sends one job to the load worker and awaits its result. */
+export async function runJob(
+  worker: ChildProcess,
+  job: LoadJob,
+): Promise<LoadResult> {
+  worker.send(job);
+  const [reply] = (await once(worker, "message")) as [LoadReply];
+  if ("error" in reply) {
+    throw new Error(`load worker failed: ${reply.error}`);
+  }
+  return reply.result;
+}
+
+/** Starts the trivial server whose empty unary call is the floor. */
+export async function startEmptyServer(): Promise<{
+  child: ChildProcess;
+  address: string;
+}> {
+  const child = fork(EMPTY_SERVER, [], { execArgv: TS_EXEC_ARGV });
+  const [message] = (await once(child, "message")) as [{ port: number }];
+  return { child, address: `127.0.0.1:${message.port}` };
+}
+
+/** Writes a progress line to standard error, with the time of day. */
+export function logProgress(message: string): void {
+  process.stderr.write(
+    `[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`,
+  );
+}
