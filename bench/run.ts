@@ -322,11 +322,8 @@ async function runRound(
     durationS: settings.durationS,
   };
 
-  for (const target of targets) {
-    const rows = target.table.rows;
-
-    // The machine's load drifts within a round, so each table's workloads
-    // are compared with a floor measured just before them.
+  let floorCallsPerS = Number.NaN;
+  const measureFloor = async () => {
     const measuredFloor = await measure(
       undefined,
       { server: emptyServer.pid, client: worker.pid },
@@ -334,27 +331,37 @@ async function runRound(
         runJob(worker, { kind: "empty", address: emptyServer.address, shape }),
     );
     log(`round ${round}: ${EMPTY_RPC}: ${formatResult(measuredFloor.result)}`);
-    const floorCallsPerS = measuredFloor.result.callsPerS;
+    floorCallsPerS = measuredFloor.result.callsPerS;
     results.add(EMPTY_RPC, undefined, {
       round,
       floorCallsPerS,
       ...measuredFloor,
     });
+  };
+  const record = (
+    workload: string,
+    target: Target,
+    measured: Omit<Measurement, "round" | "floorCallsPerS">,
+  ) => {
+    log(
+      `round ${round}: ${workload}, ${formatRows(target.table.rows)}: ${formatResult(measured.result)}`,
+    );
+    results.add(workload, target.table.rows, {
+      round,
+      floorCallsPerS,
+      ...measured,
+    });
+  };
 
-    const record = (
-      workload: string,
-      measured: Omit<Measurement, "round" | "floorCallsPerS">,
-    ) => {
-      log(
-        `round ${round}: ${workload}, ${formatRows(rows)}: ${formatResult(measured.result)}`,
-      );
-      results.add(workload, rows, { round, floorCallsPerS, ...measured });
-    };
-
-    for (const scenario of SCENARIOS) {
-      if (!findMethod(scenario.method) || !selected(settings, scenario.name)) {
-        continue;
-      }
+  // The machine's load drifts over minutes. Each workload therefore runs
+  // on every table back to back, right after a floor of its own, so that
+  // the tables' figures and their floor see nearly the same load.
+  for (const scenario of SCENARIOS) {
+    if (!findMethod(scenario.method) || !selected(settings, scenario.name)) {
+      continue;
+    }
+    await measureFloor();
+    for (const target of targets) {
       const measured = await measure(
         target.databaseUrl,
         { server: target.service!.pid, client: worker.pid },
@@ -379,12 +386,31 @@ async function runRound(
             `${repeatsAfter} rows, so some calls were cache hits`,
         );
       }
-      record(scenario.name, measured);
+      record(scenario.name, target, measured);
     }
+  }
 
-    if (selected(settings, RAW_PG)) {
+  const rawPg = selected(settings, RAW_PG);
+  // The unprepared run shows what preparing the statement saves the
+  // database. BENCH_ONLY=pgbench selects both runs.
+  const pgbenchRuns = (
+    [
+      [PGBENCH, true],
+      [PGBENCH_UNPREPARED, false],
+    ] as const
+  ).filter(
+    ([workload]) =>
+      pgbench.command !== undefined && selected(settings, workload),
+  );
+  if (!rawPg && pgbenchRuns.length === 0) {
+    return;
+  }
+  await measureFloor();
+  for (const target of targets) {
+    if (rawPg) {
       record(
         RAW_PG,
+        target,
         await measure(target.databaseUrl, { client: worker.pid }, () =>
           runJob(worker, {
             kind: "pg",
@@ -397,18 +423,10 @@ async function runRound(
         ),
       );
     }
-
-    // The unprepared run shows what preparing the statement saves the
-    // database. BENCH_ONLY=pgbench selects both runs.
-    for (const [workload, prepared] of [
-      [PGBENCH, true],
-      [PGBENCH_UNPREPARED, false],
-    ] as const) {
-      if (!pgbench.command || !selected(settings, workload)) {
-        continue;
-      }
+    for (const [workload, prepared] of pgbenchRuns) {
       record(
         workload,
+        target,
         await measure(target.databaseUrl, {}, () =>
           runPgbench({
             pgbench: pgbench.command!,
