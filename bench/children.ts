@@ -7,6 +7,7 @@ import type { LoadResult } from "./stats";
 
 const LOAD_WORKER = path.join(__dirname, "load-worker.ts");
 const EMPTY_SERVER = path.join(__dirname, "empty-server.ts");
+const BARE_SERVER = path.join(__dirname, "bare-server.ts");
 const TS_EXEC_ARGV = ["--require", "tsx/cjs"];
 
 /** Starts the load generator, which runs one job at a time. */
@@ -27,14 +28,23 @@ export async function runJob(
   return reply.result;
 }
 
-/** Starts the trivial server whose empty unary call is the floor. */
-export async function startEmptyServer(): Promise<{
-  child: ChildProcess;
-  address: string;
-}> {
-  const child = fork(EMPTY_SERVER, [], { execArgv: TS_EXEC_ARGV });
+/** Starts a server script that sends its bound port over IPC. */
+async function startChildServer(
+  file: string,
+): Promise<{ child: ChildProcess; address: string }> {
+  const child = fork(file, [], { execArgv: TS_EXEC_ARGV });
   const [message] = (await once(child, "message")) as [{ port: number }];
   return { child, address: `127.0.0.1:${message.port}` };
+}
+
+/** Starts the trivial server whose empty unary call is the floor. */
+export function startEmptyServer() {
+  return startChildServer(EMPTY_SERVER);
+}
+
+/** Starts the bare ValidateToken server of bench/bare-server.ts. */
+export function startBareServer() {
+  return startChildServer(BARE_SERVER);
 }
 
 /** Writes a progress line to standard error, with the time of day. */

@@ -6,6 +6,10 @@
  * see nearly the same load, and ratios taken within one cycle of slices
  * vary far less than those of `npm run bench`, whose windows last 8 s.
  *
+ * A ValidateToken workload on at most 10k rows also runs against
+ * bench/bare-server.ts, a grpc-js server of the same messages that does
+ * none of the service's work: the ratio within reach of any handler.
+ *
  * OTHER_CHECKOUT needs `npm ci` and `npm run build` done. Both builds run
  * with this checkout's start flags, on one seeded database, and with
  * BENCH_SERVICE_NODE_OPTIONS; BENCH_OTHER_NODE_OPTIONS replaces it for the
@@ -18,6 +22,7 @@ import path from "node:path";
 import {
   logProgress as log,
   runJob,
+  startBareServer,
   startEmptyServer,
   startLoadWorker,
 } from "./children";
@@ -33,7 +38,7 @@ import {
 } from "./service-process";
 import { loadBenchSettings } from "./settings";
 import { median } from "./stats";
-import { formatRows, type TableShape } from "./table";
+import { BARE_SERVER_USERS, formatRows, type TableShape } from "./table";
 
 const DEFAULT_SCENARIO = "ValidateToken, cache hit";
 
@@ -155,6 +160,29 @@ async function main(): Promise<void> {
         cpuUsPerCall: [],
       },
     ];
+    const scenarioJob =
+      (address: string) =>
+      (firstSequence: number, shape: LoadShape): LoadJob => ({
+        kind: "scenario",
+        address,
+        scenario: scenario.name,
+        table,
+        shape,
+        firstSequence,
+      });
+    if (scenario.method === "validateToken" && rows <= BARE_SERVER_USERS) {
+      const bare = await startBareServer();
+      children.push(bare.child);
+      contenders.push({
+        label: "bare ValidateToken handler",
+        pid: bare.child.pid!,
+        job: scenarioJob(bare.address),
+        sequence: 0,
+        callsPerS: [],
+        cpuUsPerCall: [],
+      });
+    }
+    const builtServices: Contender[] = [];
     for (const [index, build] of builds.entries()) {
       const service = await startServiceProcess(
         benchServiceEnv(databaseUrl, keys, settings.poolMax),
@@ -163,21 +191,16 @@ async function main(): Promise<void> {
         path.join(build.checkout, "dist", "main.js"),
       );
       services.push(service);
-      contenders.push({
+      const contender: Contender = {
         label: build.label,
         pid: service.pid,
-        job: (firstSequence, shape) => ({
-          kind: "scenario",
-          address: service.address,
-          scenario: scenario.name,
-          table,
-          shape,
-          firstSequence,
-        }),
+        job: scenarioJob(service.address),
         sequence: 0,
         callsPerS: [],
         cpuUsPerCall: [],
-      });
+      };
+      contenders.push(contender);
+      builtServices.push(contender);
     }
 
     log(`warming up ${contenders.length} servers, ${settings.warmupS} s each`);
@@ -205,7 +228,7 @@ async function main(): Promise<void> {
       }
     }
 
-    const [floor, ...builtServices] = contenders;
+    const floor = contenders[0];
     const lines = [
       `## Compared ${new Date().toISOString().slice(0, 16)}Z: ` +
         `${scenario.name}, ${formatRows(rows)} rows`,

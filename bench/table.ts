@@ -34,6 +34,12 @@ export function benchSecret(n: number): string {
   return "vtk_" + digest.digest("base64url");
 }
 
+/**
+ * Users whose secrets bench/bare-server.ts knows; the cache-hit run uses
+ * the first 100.
+ */
+export const BARE_SERVER_USERS = 10_000;
+
 /** Formats a row count as 10k or 1M. */
 export function formatRows(rows: number): string {
   if (rows >= 1_000_000 && rows % 1_000_000 === 0) {
