@@ -68,16 +68,19 @@ interface Target {
   serviceCalls: number;
 }
 
-function describeMachine(): string {
+function formatLoad(loads: number[]): string {
+  return loads.map((load) => load.toFixed(2)).join(", ");
+}
+
+/** Describes the machine; `startLoad` is the load average at the start. */
+function describeMachine(startLoad: number[]): string {
   const cpus = os.cpus();
   const pgVersion = execFileSync("psql", ["--version"], { encoding: "utf8" });
   return [
     `- CPU: ${cpus.length} x ${cpus[0]?.model ?? "unknown"}`,
     `- memory: ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
-    `- load average at start: ${os
-      .loadavg()
-      .map((l) => l.toFixed(2))
-      .join(", ")}`,
+    `- load average at start: ${formatLoad(startLoad)}; at the end, ` +
+      `the bench's own load included: ${formatLoad(os.loadavg())}`,
     `- Node.js ${process.version}, ${pgVersion.trim()} (client)`,
   ].join("\n");
 }
@@ -471,6 +474,7 @@ function countCallLogLines(logFile: string): number {
 async function main(): Promise<void> {
   const settings = loadBenchSettings();
   const startedAt = Date.now();
+  const startLoad = os.loadavg();
   const workDir = fs.mkdtempSync(
     path.join(os.tmpdir(), "token-service-bench-"),
   );
@@ -579,7 +583,7 @@ async function main(): Promise<void> {
       "",
       `- command: \`${benchEnv}npm run bench\``,
       `- service: \`node ${serviceFlags.join(" ")} dist/main.js\``,
-      describeMachine(),
+      describeMachine(startLoad),
       `- settings: ${settings.concurrency} callers, ${settings.warmupS} s warm-up, ` +
         `${settings.durationS} s window, ${settings.rounds} rounds, pool ${settings.poolMax}, ` +
         `${settings.benchUsers} sealed users, pgbench ${clients} clients`,
