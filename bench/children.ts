@@ -53,3 +53,39 @@ export function logProgress(message: string): void {
     `[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`,
   );
 }
+
+/**
+ * Runs `work`, then `cleanUp`, which also runs if SIGINT or SIGTERM
+ * interrupts the work; the bench then exits with code 130. Without the
+ * handlers, Ctrl-C ended the bench before any finally block ran, and its
+ * databases and service processes were left behind.
+ */
+export async function withCleanUp<T>(
+  work: () => Promise<T>,
+  cleanUp: () => Promise<void>,
+): Promise<T> {
+  let cleaning: Promise<void> | undefined;
+  const cleanUpOnce = () => {
+    cleaning ??= cleanUp();
+    return cleaning;
+  };
+  const onSignal = (signal: NodeJS.Signals) => {
+    logProgress(`${signal}: stopping the services and dropping the databases`);
+    cleanUpOnce().then(
+      () => process.exit(130),
+      (err: unknown) => {
+        logProgress(`clean-up failed: ${String(err)}`);
+        process.exit(130);
+      },
+    );
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    return await work();
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    await cleanUpOnce();
+  }
+}

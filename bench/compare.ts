@@ -22,6 +22,7 @@ import path from "node:path";
 import {
   logProgress as log,
   runJob,
+  withCleanUp,
   startBareServer,
   startEmptyServer,
   startLoadWorker,
@@ -118,169 +119,176 @@ async function main(): Promise<void> {
   const children: ChildProcess[] = [];
   const services: ServiceProcess[] = [];
 
-  try {
-    const databaseUrl = await seedBenchDatabase(
-      settings.adminUrl,
-      databaseName,
-      table,
-      keys,
-    );
-    const builds = [
-      {
-        label: "this build",
-        checkout: process.cwd(),
-        nodeOptions: settings.serviceNodeOptions,
-      },
-    ];
-    if (otherCheckout) {
-      const otherOptions = process.env.BENCH_OTHER_NODE_OPTIONS;
-      builds.push({
-        label:
-          `build in ${otherCheckout}` +
-          (otherOptions === undefined ? "" : ` with ${otherOptions}`),
-        checkout: path.resolve(otherCheckout),
-        nodeOptions:
-          otherOptions === undefined
-            ? settings.serviceNodeOptions
-            : otherOptions.split(/\s+/).filter((flag) => flag !== ""),
-      });
-    }
-
-    const worker = startLoadWorker();
-    children.push(worker);
-    const empty = await startEmptyServer();
-    children.push(empty.child);
-    const contenders: Contender[] = [
-      {
-        label: "empty unary RPC (floor)",
-        pid: empty.child.pid!,
-        job: (_, shape) => ({ kind: "empty", address: empty.address, shape }),
-        sequence: 0,
-        callsPerS: [],
-        cpuUsPerCall: [],
-      },
-    ];
-    const scenarioJob =
-      (address: string) =>
-      (firstSequence: number, shape: LoadShape): LoadJob => ({
-        kind: "scenario",
-        address,
-        scenario: scenario.name,
+  await withCleanUp(
+    async () => {
+      const databaseUrl = await seedBenchDatabase(
+        settings.adminUrl,
+        databaseName,
         table,
-        shape,
-        firstSequence,
-      });
-    if (scenario.method === "validateToken" && rows <= BARE_SERVER_USERS) {
-      const bare = await startBareServer();
-      children.push(bare.child);
-      contenders.push({
-        label: "bare ValidateToken handler",
-        pid: bare.child.pid!,
-        job: scenarioJob(bare.address),
-        sequence: 0,
-        callsPerS: [],
-        cpuUsPerCall: [],
-      });
-    }
-    const builtServices: Contender[] = [];
-    for (const [index, build] of builds.entries()) {
-      const service = await startServiceProcess(
-        benchServiceEnv(databaseUrl, keys, settings.poolMax),
-        path.join(workDir, `service-${index}.log`),
-        build.nodeOptions,
-        path.join(build.checkout, "dist", "main.js"),
+        keys,
       );
-      services.push(service);
-      const contender: Contender = {
-        label: build.label,
-        pid: service.pid,
-        job: scenarioJob(service.address),
-        sequence: 0,
-        callsPerS: [],
-        cpuUsPerCall: [],
-      };
-      contenders.push(contender);
-      builtServices.push(contender);
-    }
-
-    log(`warming up ${contenders.length} servers, ${settings.warmupS} s each`);
-    for (const contender of contenders) {
-      await runSlice(worker, contender, {
-        concurrency: settings.concurrency,
-        warmupS: 0,
-        durationS: settings.warmupS,
-      });
-    }
-
-    const shape: LoadShape = {
-      concurrency: settings.concurrency,
-      warmupS: SLICE_WARMUP_S,
-      durationS: settings.sliceS,
-    };
-    for (let cycle = 0; cycle < settings.slices; cycle++) {
-      // Each cycle starts with the next server, so that none always runs
-      // first, after the machine's quietest pause.
-      for (let turn = 0; turn < contenders.length; turn++) {
-        const contender = contenders[(cycle + turn) % contenders.length];
-        const slice = await runSlice(worker, contender, shape);
-        contender.callsPerS.push(slice.callsPerS);
-        contender.cpuUsPerCall.push(slice.cpuUsPerCall);
+      const builds = [
+        {
+          label: "this build",
+          checkout: process.cwd(),
+          nodeOptions: settings.serviceNodeOptions,
+        },
+      ];
+      if (otherCheckout) {
+        const otherOptions = process.env.BENCH_OTHER_NODE_OPTIONS;
+        builds.push({
+          label:
+            `build in ${otherCheckout}` +
+            (otherOptions === undefined ? "" : ` with ${otherOptions}`),
+          checkout: path.resolve(otherCheckout),
+          nodeOptions:
+            otherOptions === undefined
+              ? settings.serviceNodeOptions
+              : otherOptions.split(/\s+/).filter((flag) => flag !== ""),
+        });
       }
-    }
 
-    const floor = contenders[0];
-    const lines = [
-      `## Compared ${new Date().toISOString().slice(0, 16)}Z: ` +
-        `${scenario.name}, ${formatRows(rows)} rows`,
-      "",
-      `- command: \`${process.argv.slice(2).length > 0 ? `npm run bench:compare -- ${process.argv.slice(2).join(" ")}` : "npm run bench:compare"}\` ` +
-        `with ${Object.entries(process.env)
-          .filter(([name]) => name.startsWith("BENCH_"))
-          .map(([name, value]) => `${name}=${value}`)
-          .join(" ")}`,
-      `- ${settings.slices} cycles of ${settings.sliceS} s slices, ` +
-        `${settings.concurrency} callers, load average at the end ` +
-        os
-          .loadavg()
-          .map((l) => l.toFixed(2))
-          .join(", "),
-      "",
-      "| server | calls/s (median) | x floor, median (middle half) | server CPU µs/call (median) |",
-      "| --- | --- | --- | --- |",
-    ];
-    for (const contender of contenders) {
-      const ratios = contender.callsPerS.map(
-        (callsPerS, cycle) => callsPerS / floor.callsPerS[cycle],
+      const worker = startLoadWorker();
+      children.push(worker);
+      const empty = await startEmptyServer();
+      children.push(empty.child);
+      const contenders: Contender[] = [
+        {
+          label: "empty unary RPC (floor)",
+          pid: empty.child.pid!,
+          job: (_, shape) => ({ kind: "empty", address: empty.address, shape }),
+          sequence: 0,
+          callsPerS: [],
+          cpuUsPerCall: [],
+        },
+      ];
+      const scenarioJob =
+        (address: string) =>
+        (firstSequence: number, shape: LoadShape): LoadJob => ({
+          kind: "scenario",
+          address,
+          scenario: scenario.name,
+          table,
+          shape,
+          firstSequence,
+        });
+      if (scenario.method === "validateToken" && rows <= BARE_SERVER_USERS) {
+        const bare = await startBareServer();
+        children.push(bare.child);
+        contenders.push({
+          label: "bare ValidateToken handler",
+          pid: bare.child.pid!,
+          job: scenarioJob(bare.address),
+          sequence: 0,
+          callsPerS: [],
+          cpuUsPerCall: [],
+        });
+      }
+      const builtServices: Contender[] = [];
+      for (const [index, build] of builds.entries()) {
+        const service = await startServiceProcess(
+          benchServiceEnv(databaseUrl, keys, settings.poolMax),
+          path.join(workDir, `service-${index}.log`),
+          build.nodeOptions,
+          path.join(build.checkout, "dist", "main.js"),
+        );
+        services.push(service);
+        const contender: Contender = {
+          label: build.label,
+          pid: service.pid,
+          job: scenarioJob(service.address),
+          sequence: 0,
+          callsPerS: [],
+          cpuUsPerCall: [],
+        };
+        contenders.push(contender);
+        builtServices.push(contender);
+      }
+
+      log(
+        `warming up ${contenders.length} servers, ${settings.warmupS} s each`,
       );
-      lines.push(
-        `| ${contender.label} | ${median(contender.callsPerS).toFixed(0)} | ` +
-          `${formatRatios(ratios)} | ${median(contender.cpuUsPerCall).toFixed(0)} |`,
-      );
-    }
-    if (builtServices.length === 2) {
-      const [own, other] = builtServices;
-      const rateRatios = own.callsPerS.map((c, i) => c / other.callsPerS[i]);
-      const cpuRatios = own.cpuUsPerCall.map(
-        (c, i) => c / other.cpuUsPerCall[i],
-      );
-      lines.push(
+      for (const contender of contenders) {
+        await runSlice(worker, contender, {
+          concurrency: settings.concurrency,
+          warmupS: 0,
+          durationS: settings.warmupS,
+        });
+      }
+
+      const shape: LoadShape = {
+        concurrency: settings.concurrency,
+        warmupS: SLICE_WARMUP_S,
+        durationS: settings.sliceS,
+      };
+      for (let cycle = 0; cycle < settings.slices; cycle++) {
+        // Each cycle starts with the next server, so that none always runs
+        // first, after the machine's quietest pause.
+        for (let turn = 0; turn < contenders.length; turn++) {
+          const contender = contenders[(cycle + turn) % contenders.length];
+          const slice = await runSlice(worker, contender, shape);
+          contender.callsPerS.push(slice.callsPerS);
+          contender.cpuUsPerCall.push(slice.cpuUsPerCall);
+        }
+      }
+
+      const floor = contenders[0];
+      const lines = [
+        `## Compared ${new Date().toISOString().slice(0, 16)}Z: ` +
+          `${scenario.name}, ${formatRows(rows)} rows`,
         "",
-        `This build against the other, cycle by cycle: calls/s ` +
-          `${formatRatios(rateRatios)}, server CPU per call ` +
-          `${formatRatios(cpuRatios)}.`,
-      );
-    }
-    process.stdout.write(lines.join("\n") + "\n");
-  } finally {
-    for (const service of services) {
-      await service.stop();
-    }
-    for (const child of children) {
-      child.disconnect();
-    }
-    await dropBenchDatabase(settings.adminUrl, databaseName);
-    fs.rmSync(workDir, { recursive: true, force: true });
-  }
+        `- command: \`${process.argv.slice(2).length > 0 ? `npm run bench:compare -- ${process.argv.slice(2).join(" ")}` : "npm run bench:compare"}\` ` +
+          `with ${Object.entries(process.env)
+            .filter(([name]) => name.startsWith("BENCH_"))
+            .map(([name, value]) => `${name}=${value}`)
+            .join(" ")}`,
+        `- ${settings.slices} cycles of ${settings.sliceS} s slices, ` +
+          `${settings.concurrency} callers, load average at the end ` +
+          os
+            .loadavg()
+            .map((l) => l.toFixed(2))
+            .join(", "),
+        "",
+        "| server | calls/s (median) | x floor, median (middle half) | server CPU µs/call (median) |",
+        "| --- | --- | --- | --- |",
+      ];
+      for (const contender of contenders) {
+        const ratios = contender.callsPerS.map(
+          (callsPerS, cycle) => callsPerS / floor.callsPerS[cycle],
+        );
+        lines.push(
+          `| ${contender.label} | ${median(contender.callsPerS).toFixed(0)} | ` +
+            `${formatRatios(ratios)} | ${median(contender.cpuUsPerCall).toFixed(0)} |`,
+        );
+      }
+      if (builtServices.length === 2) {
+        const [own, other] = builtServices;
+        const rateRatios = own.callsPerS.map((c, i) => c / other.callsPerS[i]);
+        const cpuRatios = own.cpuUsPerCall.map(
+          (c, i) => c / other.cpuUsPerCall[i],
+        );
+        lines.push(
+          "",
+          `This build against the other, cycle by cycle: calls/s ` +
+            `${formatRatios(rateRatios)}, server CPU per call ` +
+            `${formatRatios(cpuRatios)}.`,
+        );
+      }
+      process.stdout.write(lines.join("\n") + "\n");
+    },
+    async () => {
+      for (const service of services) {
+        await service.stop();
+      }
+      for (const child of children) {
+        if (child.connected) {
+          child.disconnect();
+        }
+      }
+      await dropBenchDatabase(settings.adminUrl, databaseName);
+      fs.rmSync(workDir, { recursive: true, force: true });
+    },
+  );
 }
 
 main().catch((err: unknown) => {

@@ -16,6 +16,7 @@ import type { LoadShape } from "./closed-loop";
 import {
   logProgress as log,
   runJob,
+  withCleanUp,
   startEmptyServer,
   startLoadWorker,
 } from "./children";
@@ -489,136 +490,144 @@ async function main(): Promise<void> {
   const children: ChildProcess[] = [];
 
   log(`settings: ${JSON.stringify({ ...settings, adminUrl: undefined })}`);
-  try {
-    for (const target of targets) {
-      const seedStart = Date.now();
-      target.databaseUrl = await seedBenchDatabase(
-        settings.adminUrl,
-        target.name,
-        target.table,
-        keys,
-      );
-      log(
-        `seeded ${formatRows(target.table.rows)} tokens in ${((Date.now() - seedStart) / 1000).toFixed(1)} s`,
-      );
-    }
-
-    for (const target of targets) {
-      target.service = await startServiceProcess(
-        benchServiceEnv(target.databaseUrl, keys, settings.poolMax),
-        path.join(workDir, `${target.name}.log`),
-        [
-          ...settings.serviceNodeOptions,
-          ...(settings.profile
-            ? ["--cpu-prof", `--cpu-prof-dir=${workDir}`]
-            : []),
-        ],
-      );
-    }
-
-    const worker = startLoadWorker();
-    children.push(worker);
-    const empty = await startEmptyServer();
-    children.push(empty.child);
-
-    const query = await captureHotPathQuery(targets[0].databaseUrl);
-    log(`hot-path SQL: ${query.sql}`);
-    const pgbenchCommand = await findPgbench();
-    const clients = await pgbenchClients(settings);
-    if (!pgbenchCommand) {
-      log("NOTE: pgbench is not installed; its baseline is skipped");
-    } else if (clients < settings.concurrency) {
-      log(
-        `NOTE: the shared server has room for ${clients} more connections, so pgbench runs ${clients} clients, not ${settings.concurrency}`,
-      );
-    }
-
-    for (const scenario of SCENARIOS) {
-      if (!findMethod(scenario.method)) {
+  await withCleanUp(
+    async () => {
+      for (const target of targets) {
+        const seedStart = Date.now();
+        target.databaseUrl = await seedBenchDatabase(
+          settings.adminUrl,
+          target.name,
+          target.table,
+          keys,
+        );
         log(
-          `skipped "${scenario.name}": the generated TokenService client has no ` +
-            `${scenario.method} RPC; add it to the proto and run npm run generate`,
+          `seeded ${formatRows(target.table.rows)} tokens in ${((Date.now() - seedStart) / 1000).toFixed(1)} s`,
         );
       }
-    }
 
-    for (let round = 1; round <= settings.rounds; round++) {
-      await runRound(
-        round,
-        settings,
-        worker,
-        { address: empty.address, pid: empty.child.pid! },
-        targets,
-        query,
-        { command: pgbenchCommand, clients, workDir },
-        results,
-      );
-    }
-
-    let peakRssMib = 0;
-    for (const target of targets) {
-      const service = target.service!;
-      const rssMib = service.peakRssKib() / 1024;
-      peakRssMib = Math.max(peakRssMib, rssMib);
-      log(
-        `service on ${formatRows(target.table.rows)}: peak RSS ${rssMib.toFixed(0)} MiB`,
-      );
-    }
-    for (const target of targets) {
-      await target.service!.stop();
-      const lines = countCallLogLines(target.service!.logFile);
-      log(
-        `service on ${formatRows(target.table.rows)}: ${lines} "call finished" log lines for ${target.serviceCalls} calls`,
-      );
-    }
-
-    const minutes = ((Date.now() - startedAt) / 60_000).toFixed(1);
-    const benchEnv = Object.entries(process.env)
-      .filter(([name]) => name.startsWith("BENCH_") || name === "DB_POOL_MAX")
-      .map(([name, value]) => `${name}=${value} `)
-      .join("");
-    const serviceFlags = [...readStartFlags(), ...settings.serviceNodeOptions];
-    const report = [
-      `## Run of ${new Date().toISOString().slice(0, 16)}Z (${minutes} min)`,
-      "",
-      `- command: \`${benchEnv}npm run bench\``,
-      `- service: \`node ${serviceFlags.join(" ")} dist/main.js\``,
-      describeMachine(startLoad),
-      `- settings: ${settings.concurrency} callers, ${settings.warmupS} s warm-up, ` +
-        `${settings.durationS} s window, ${settings.rounds} rounds, pool ${settings.poolMax}, ` +
-        `${settings.benchUsers} sealed users, pgbench ${clients} clients`,
-      "",
-      formatTable(results.rows),
-      "",
-      formatTargets(checkTargets(results, settings, peakRssMib)),
-      "",
-    ].join("\n");
-    process.stdout.write(report);
-
-    if (settings.profile) {
-      for (const name of fs
-        .readdirSync(workDir)
-        .filter((n) => n.endsWith(".cpuprofile"))) {
-        const file = path.join(workDir, name);
-        process.stdout.write(
-          `\nCPU profile ${file}:\n${summarizeProfile(file, 25)}\n`,
+      for (const target of targets) {
+        target.service = await startServiceProcess(
+          benchServiceEnv(target.databaseUrl, keys, settings.poolMax),
+          path.join(workDir, `${target.name}.log`),
+          [
+            ...settings.serviceNodeOptions,
+            ...(settings.profile
+              ? ["--cpu-prof", `--cpu-prof-dir=${workDir}`]
+              : []),
+          ],
         );
       }
-    }
-  } finally {
-    for (const target of targets) {
-      await target.service?.stop();
-    }
-    for (const child of children) {
-      child.disconnect();
-    }
-    for (const target of targets) {
-      await dropBenchDatabase(settings.adminUrl, target.name);
-    }
-    if (!settings.profile) {
-      fs.rmSync(workDir, { recursive: true, force: true });
-    }
-  }
+
+      const worker = startLoadWorker();
+      children.push(worker);
+      const empty = await startEmptyServer();
+      children.push(empty.child);
+
+      const query = await captureHotPathQuery(targets[0].databaseUrl);
+      log(`hot-path SQL: ${query.sql}`);
+      const pgbenchCommand = await findPgbench();
+      const clients = await pgbenchClients(settings);
+      if (!pgbenchCommand) {
+        log("NOTE: pgbench is not installed; its baseline is skipped");
+      } else if (clients < settings.concurrency) {
+        log(
+          `NOTE: the shared server has room for ${clients} more connections, so pgbench runs ${clients} clients, not ${settings.concurrency}`,
+        );
+      }
+
+      for (const scenario of SCENARIOS) {
+        if (!findMethod(scenario.method)) {
+          log(
+            `skipped "${scenario.name}": the generated TokenService client has no ` +
+              `${scenario.method} RPC; add it to the proto and run npm run generate`,
+          );
+        }
+      }
+
+      for (let round = 1; round <= settings.rounds; round++) {
+        await runRound(
+          round,
+          settings,
+          worker,
+          { address: empty.address, pid: empty.child.pid! },
+          targets,
+          query,
+          { command: pgbenchCommand, clients, workDir },
+          results,
+        );
+      }
+
+      let peakRssMib = 0;
+      for (const target of targets) {
+        const service = target.service!;
+        const rssMib = service.peakRssKib() / 1024;
+        peakRssMib = Math.max(peakRssMib, rssMib);
+        log(
+          `service on ${formatRows(target.table.rows)}: peak RSS ${rssMib.toFixed(0)} MiB`,
+        );
+      }
+      for (const target of targets) {
+        await target.service!.stop();
+        const lines = countCallLogLines(target.service!.logFile);
+        log(
+          `service on ${formatRows(target.table.rows)}: ${lines} "call finished" log lines for ${target.serviceCalls} calls`,
+        );
+      }
+
+      const minutes = ((Date.now() - startedAt) / 60_000).toFixed(1);
+      const benchEnv = Object.entries(process.env)
+        .filter(([name]) => name.startsWith("BENCH_") || name === "DB_POOL_MAX")
+        .map(([name, value]) => `${name}=${value} `)
+        .join("");
+      const serviceFlags = [
+        ...readStartFlags(),
+        ...settings.serviceNodeOptions,
+      ];
+      const report = [
+        `## Run of ${new Date().toISOString().slice(0, 16)}Z (${minutes} min)`,
+        "",
+        `- command: \`${benchEnv}npm run bench\``,
+        `- service: \`node ${serviceFlags.join(" ")} dist/main.js\``,
+        describeMachine(startLoad),
+        `- settings: ${settings.concurrency} callers, ${settings.warmupS} s warm-up, ` +
+          `${settings.durationS} s window, ${settings.rounds} rounds, pool ${settings.poolMax}, ` +
+          `${settings.benchUsers} sealed users, pgbench ${clients} clients`,
+        "",
+        formatTable(results.rows),
+        "",
+        formatTargets(checkTargets(results, settings, peakRssMib)),
+        "",
+      ].join("\n");
+      process.stdout.write(report);
+
+      if (settings.profile) {
+        for (const name of fs
+          .readdirSync(workDir)
+          .filter((n) => n.endsWith(".cpuprofile"))) {
+          const file = path.join(workDir, name);
+          process.stdout.write(
+            `\nCPU profile ${file}:\n${summarizeProfile(file, 25)}\n`,
+          );
+        }
+      }
+    },
+    async () => {
+      for (const target of targets) {
+        await target.service?.stop();
+      }
+      for (const child of children) {
+        if (child.connected) {
+          child.disconnect();
+        }
+      }
+      for (const target of targets) {
+        await dropBenchDatabase(settings.adminUrl, target.name);
+      }
+      if (!settings.profile) {
+        fs.rmSync(workDir, { recursive: true, force: true });
+      }
+    },
+  );
 }
 
 main().catch((err: unknown) => {
