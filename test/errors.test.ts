@@ -37,6 +37,9 @@ async function waitingSessions(db: Knex): Promise<number> {
   return result.rows[0].n;
 }
 
+/** A malformed secret that the held service's hook keeps 400 ms. */
+const HELD_SECRET = "held-validation";
+
 describe("TokenService errors", () => {
   describe("lock wait and deadline", () => {
     let service: TestService;
@@ -115,8 +118,13 @@ describe("TokenService errors", () => {
         {
           hooks: {
             beforeHandler: async (context, request) => {
-              const { userId } = request as { userId?: string };
-              if (userId?.startsWith("held-")) {
+              const { userId, secret } = request as {
+                userId?: string;
+                secret?: string;
+              };
+              if (secret === HELD_SECRET) {
+                await sleep(400);
+              } else if (userId?.startsWith("held-")) {
                 await sleep(400);
                 abortedOnFirstUse.push(context.signal?.aborted === true);
               }
@@ -149,6 +157,27 @@ describe("TokenService errors", () => {
       await sleep(100);
       expect(await tokensOf(service.db, request.userId)).to.have.length(0);
       expect(await eventsOf(service.db, request.userId)).to.have.length(0);
+    });
+
+    it("logs the code the client got", async () => {
+      const err = await callError(
+        service.client,
+        service.client.validateToken,
+        { secret: HELD_SECRET },
+        { deadline: Date.now() + 100 },
+      );
+      let line: Record<string, unknown> | undefined;
+      for (let i = 0; !line && i < 50; i++) {
+        await sleep(50);
+        line = service.logs
+          .entries()
+          .find((e) => e.msg === "call finished" && e.rpc === "ValidateToken");
+      }
+
+      expect(err.code).to.equal(status.DEADLINE_EXCEEDED);
+      expect(line?.code).to.equal("DEADLINE_EXCEEDED");
+      // The handler itself returned OK: the secret is only malformed.
+      expect(line?.handlerCode).to.equal("OK");
     });
   });
 

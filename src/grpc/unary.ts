@@ -266,12 +266,23 @@ class UnaryCall<Req extends object, Res> implements CallContext {
     }
     const durationMs =
       Math.round((performance.now() - this.startedAt) * 10) / 10;
+    // A call that ended before its handler did got its status from grpc-js,
+    // and the client never sees the handler's; the line contains both.
+    let sentCode = code;
+    if (this.call.cancelled) {
+      const deadline = readDeadline(this.call);
+      sentCode =
+        deadline !== undefined && deadline <= Date.now()
+          ? status.DEADLINE_EXCEEDED
+          : status.CANCELLED;
+    }
     this.method.callLines.info(
       {
         userId: this.userId,
         orgId: this.orgId,
         requestId: this.requestId,
-        code: status[code],
+        code: status[sentCode],
+        handlerCode: sentCode === code ? undefined : status[code],
         durationMs,
         clientService: truncate(this.clientService),
         peer: this.call.getPeer(),
