@@ -70,8 +70,8 @@ function readSizes(env: Env, fallback: number[]): number[] {
 }
 
 /**
- * Reads the bench settings. BENCH_QUICK=1 selects short windows, one round
- * and a 100k table in place of 1M, for iterating on a change.
+ * Reads the bench settings. BENCH_QUICK=1 selects one round and a 100k
+ * table in place of 1M, for iterating on a change.
  */
 export function loadBenchSettings(env: Env = process.env): BenchSettings {
   const quick = env.BENCH_QUICK === "1";
@@ -79,9 +79,11 @@ export function loadBenchSettings(env: Env = process.env): BenchSettings {
   return {
     quick,
     concurrency: Math.floor(readNumber(env, "BENCH_CONCURRENCY", 64)),
-    warmupS: readNumber(env, "BENCH_WARMUP_S", quick ? 1 : 2),
-    durationS: readNumber(env, "BENCH_DURATION_S", quick ? 3 : 8),
-    rounds: Math.floor(readNumber(env, "BENCH_ROUNDS", quick ? 1 : 3)),
+    warmupS: readNumber(env, "BENCH_WARMUP_S", 1),
+    // Many short rounds rather than a few long ones: the medians then
+    // resist the shared machine's load, which drifts over seconds.
+    durationS: readNumber(env, "BENCH_DURATION_S", 3),
+    rounds: Math.floor(readNumber(env, "BENCH_ROUNDS", quick ? 1 : 8)),
     tableSizes: readSizes(env, quick ? [10_000, 100_000] : [10_000, 1_000_000]),
     benchUsers: Math.floor(readNumber(env, "BENCH_USERS", 2000)),
     poolMax: Math.floor(readNumber(env, "DB_POOL_MAX", 10)),
