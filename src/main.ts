@@ -1,5 +1,6 @@
 import { ConfigError, loadConfig } from "./config";
 import { startApp } from "./app";
+import { describeDatabaseError, isConnectionError } from "./db/errors";
 import { createLogger } from "./logger";
 
 async function main(): Promise<void> {
@@ -16,7 +17,22 @@ async function main(): Promise<void> {
   }
 
   const log = createLogger(config.logLevel);
-  const app = await startApp(config, log);
+  let app;
+  try {
+    app = await startApp(config, log);
+  } catch (err) {
+    const { databaseUrl } = config.database;
+    if (databaseUrl === undefined || !isConnectionError(err)) {
+      throw err;
+    }
+    const { host } = new URL(databaseUrl);
+    log.fatal(
+      { err: describeDatabaseError(err) },
+      `start-up failed: cannot connect to PostgreSQL at ${host} from ` +
+        `DATABASE_URL; check the URL and that the server is running`,
+    );
+    process.exit(1);
+  }
 
   const onSignal = (signal: NodeJS.Signals) => {
     log.info({ signal }, "shutting down");
