@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
+import http2 from "node:http2";
 import os from "node:os";
 import path from "node:path";
 import readline from "node:readline";
@@ -91,6 +92,32 @@ describe("embedded database", () => {
     expect(first.lines.join("\n")).to.not.contain(created.token!.secret);
     const keyFile = fs.statSync(path.join(dataDir, "dev-keys.json"));
     expect(keyFile.mode & 0o077).to.equal(0);
+  });
+
+  it("logs grpc-js's own errors as JSON lines", async () => {
+    const running = await startEmbedded(dataDir);
+    // grpc-js drops a metadata value that is not ASCII and reports it
+    // through its logger. A grpc-js client would not send such a value.
+    const session = http2.connect(`http://127.0.0.1:${running.port}`);
+    const stream = session.request({
+      ":method": "POST",
+      ":path": "/token.v1.TokenService/ValidateToken",
+      "content-type": "application/grpc",
+      te: "trailers",
+      "x-client-service": "caf\u00e9",
+    });
+    stream.end(Buffer.alloc(5));
+    stream.resume();
+    await new Promise((resolve) => stream.on("close", resolve));
+    session.close();
+    const exitCode = await stop(running);
+
+    expect(exitCode).to.equal(0);
+    const grpcLines = running.lines
+      .map((line) => JSON.parse(line) as { source?: string; msg: string })
+      .filter((line) => line.source === "grpc-js");
+    expect(grpcLines, "grpc-js lines").to.have.length.greaterThan(0);
+    expect(grpcLines[0].msg).to.contain("x-client-service");
   });
 
   it("rejects a second process on one folder", async () => {

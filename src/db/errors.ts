@@ -8,6 +8,7 @@ export const SqlState = {
   adminShutdown: "57P01",
   crashShutdown: "57P02",
   cannotConnectNow: "57P03",
+  invalidCatalogName: "3D000",
 } as const;
 
 /** Network error codes from Node.js that mean the server is unreachable. */
