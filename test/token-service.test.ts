@@ -651,7 +651,7 @@ describe("TokenService", () => {
 
     it("have one line per call with its code", async () => {
       const request = ownerRequest();
-      await rpc.getOrProvision(request);
+      const { token } = await rpc.getOrProvision(request);
 
       const lines = service.logs
         .entries()
@@ -663,6 +663,7 @@ describe("TokenService", () => {
       expect(lines[0].code).to.equal("OK");
       expect(lines[0].requestId).to.equal(request.audit.requestId);
       expect(lines[0].durationMs).to.be.a("number");
+      expect(lines[0].tokenId).to.equal(token!.id);
     });
   });
 });

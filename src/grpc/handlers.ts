@@ -14,7 +14,12 @@ import type {
 import { fingerprintRequest } from "../tokens/idempotency";
 import { createLookupHandlers, type LookupServices } from "./lookup-handlers";
 import { toIssuedTokenMessage, toTokenMessage } from "./token-message";
-import { bindUnary, type CallContext, type CallHooks } from "./unary";
+import {
+  bindUnary,
+  type CallContext,
+  type CallHooks,
+  logTokenId,
+} from "./unary";
 import {
   MAX_GRACE_PERIOD_MS,
   RequestValidator,
@@ -78,52 +83,68 @@ export function createTokenServiceHandlers(
 ): TokenServiceServer {
   const unary = bindUnary(log, hooks);
   return {
-    createDefault: unary("CreateDefault", async (message, context) => {
-      const request = parseRequest(message, CreateDefaultRequest, context);
-      const token = await tokens.createDefault(context, request);
-      return { token: toIssuedTokenMessage(token) };
-    }),
+    createDefault: unary(
+      "CreateDefault",
+      async (message, context) => {
+        const request = parseRequest(message, CreateDefaultRequest, context);
+        const token = await tokens.createDefault(context, request);
+        return { token: toIssuedTokenMessage(token) };
+      },
+      logTokenId,
+    ),
 
-    regenerate: unary("Regenerate", async (message, context) => {
-      const validator = new RequestValidator();
-      const gracePeriodMs = validator.duration(
-        "grace_period",
-        message.gracePeriod,
-        MAX_GRACE_PERIOD_MS,
-      );
-      const request = parseRequest(
-        message,
-        RegenerateRequest,
-        context,
-        validator,
-      );
+    regenerate: unary(
+      "Regenerate",
+      async (message, context) => {
+        const validator = new RequestValidator();
+        const gracePeriodMs = validator.duration(
+          "grace_period",
+          message.gracePeriod,
+          MAX_GRACE_PERIOD_MS,
+        );
+        const request = parseRequest(
+          message,
+          RegenerateRequest,
+          context,
+          validator,
+        );
 
-      const result = await tokens.regenerate(context, request, gracePeriodMs);
-      return {
-        token: toIssuedTokenMessage(result.token),
-        created: result.created,
-        graceEndsAt: result.graceEndsAt ?? undefined,
-      };
-    }),
+        const result = await tokens.regenerate(context, request, gracePeriodMs);
+        return {
+          token: toIssuedTokenMessage(result.token),
+          created: result.created,
+          graceEndsAt: result.graceEndsAt ?? undefined,
+        };
+      },
+      logTokenId,
+    ),
 
-    getOrProvision: unary("GetOrProvision", async (message, context) => {
-      const request = parseRequest(message, GetOrProvisionRequest, context);
-      const result = await tokens.getOrProvision(context, request);
-      return {
-        token: toIssuedTokenMessage(result.token),
-        provisioned: result.provisioned,
-      };
-    }),
+    getOrProvision: unary(
+      "GetOrProvision",
+      async (message, context) => {
+        const request = parseRequest(message, GetOrProvisionRequest, context);
+        const result = await tokens.getOrProvision(context, request);
+        return {
+          token: toIssuedTokenMessage(result.token),
+          provisioned: result.provisioned,
+        };
+      },
+      logTokenId,
+    ),
 
-    delete: unary("Delete", async (message, context) => {
-      const request = parseRequest(message, DeleteRequest, context);
-      const deleted = await tokens.delete(
-        context,
-        request,
-        message.allowMissing,
-      );
-      return { token: deleted ? toTokenMessage(deleted) : undefined };
-    }),
+    delete: unary(
+      "Delete",
+      async (message, context) => {
+        const request = parseRequest(message, DeleteRequest, context);
+        const deleted = await tokens.delete(
+          context,
+          request,
+          message.allowMissing,
+        );
+        return { token: deleted ? toTokenMessage(deleted) : undefined };
+      },
+      logTokenId,
+    ),
 
     ...createLookupHandlers(tokens, unary, lookups),
   };

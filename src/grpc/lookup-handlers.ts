@@ -11,7 +11,7 @@ import type {
 import { toAuditEventMessage } from "./audit-event-message";
 import type { PageTokenCodec } from "./page-token";
 import { toIssuedTokenMessage, toTokenKind } from "./token-message";
-import type { bindUnary } from "./unary";
+import { type bindUnary, logTokenId } from "./unary";
 import {
   DEFAULT_PAGE_SIZE,
   MAX_PAGE_SIZE,
@@ -60,15 +60,19 @@ export function createLookupHandlers(
   "getDefault" | "validateToken" | "listAuditEvents"
 > {
   return {
-    getDefault: unary("GetDefault", async (message, context) => {
-      const validator = new RequestValidator();
-      const owner = validateOwner(validator, message);
-      validator.include(context.clientServiceViolation);
-      validator.throwIfInvalid();
+    getDefault: unary(
+      "GetDefault",
+      async (message, context) => {
+        const validator = new RequestValidator();
+        const owner = validateOwner(validator, message);
+        validator.include(context.clientServiceViolation);
+        validator.throwIfInvalid();
 
-      const token = await tokens.getDefault(context, owner);
-      return { token: toIssuedTokenMessage(token) };
-    }),
+        const token = await tokens.getDefault(context, owner);
+        return { token: toIssuedTokenMessage(token) };
+      },
+      logTokenId,
+    ),
 
     validateToken: unary(
       "ValidateToken",

@@ -64,6 +64,13 @@ type UnaryHandler<Req, Res> = (
  */
 type ResponseSummary<Res> = (response: Res) => Record<string, unknown>;
 
+/** Picks the id of the response's token, if any, for the call line. */
+export function logTokenId(response: {
+  token?: { id: string };
+}): Record<string, unknown> {
+  return { tokenId: response.token?.id };
+}
+
 function truncate(value: unknown): string | undefined {
   return typeof value === "string"
     ? value.slice(0, MAX_LOGGED_ID_LENGTH)
