@@ -1,13 +1,14 @@
 /**
  * A child process serving ValidateToken from the generated TokenService
- * definition with a handler that only looks the secret up in a map built
- * at start: grpc-js and the protobuf code of the real messages, and none
- * of the service's own work (no validation, hashing, cache, log line or
- * database). It answers VALID for the secrets of users 1 to
- * BARE_SERVER_USERS and NOT_FOUND for any other. It sends its bound port
- * to the parent over IPC.
+ * definition. Its handler only looks the secret up in a map built at
+ * start, so a call runs grpc-js and the protobuf code of the real
+ * messages and none of the service's own work: no validation, hashing,
+ * cache, log line or database. It returns VALID for the secrets of users
+ * 1 to BARE_SERVER_USERS and NOT_FOUND for any other, and sends its bound
+ * port to the parent over IPC.
  */
-import { type handleUnaryCall, Server, ServerCredentials } from "@grpc/grpc-js";
+import { type handleUnaryCall, Server } from "@grpc/grpc-js";
+import { serveToParent } from "./child-server";
 import {
   TokenKind,
   TokenServiceService,
@@ -58,18 +59,4 @@ server.addService(
   { validateToken },
 );
 
-server.bindAsync(
-  "127.0.0.1:0",
-  ServerCredentials.createInsecure(),
-  (err, port) => {
-    if (err) {
-      throw err;
-    }
-    process.send!({ port });
-  },
-);
-
-process.on("disconnect", () => {
-  server.forceShutdown();
-  process.exit(0);
-});
+serveToParent(server);

@@ -55,10 +55,9 @@ export function logProgress(message: string): void {
 }
 
 /**
- * Runs `work`, then `cleanUp`, which also runs if SIGINT or SIGTERM
- * interrupts the work; the bench then exits with code 130. Without the
- * handlers, Ctrl-C ended the bench before any finally block ran, and its
- * databases and service processes were left behind.
+ * Runs `work`, then `cleanUp`. If SIGINT or SIGTERM interrupts the work,
+ * `cleanUp` runs too and the bench exits with code 130, so Ctrl-C leaves
+ * no bench database or service process behind.
  */
 export async function withCleanUp<T>(
   work: () => Promise<T>,

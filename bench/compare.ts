@@ -95,13 +95,13 @@ async function runSlice(
 async function main(): Promise<void> {
   const settings = loadBenchSettings();
   const otherCheckout = process.argv[2];
-  const wanted = settings.only[0] ?? DEFAULT_SCENARIO.toLowerCase();
+  const requested = settings.only[0] ?? DEFAULT_SCENARIO.toLowerCase();
   const scenario = SCENARIOS.find((entry) =>
-    entry.name.toLowerCase().includes(wanted),
+    entry.name.toLowerCase().includes(requested),
   );
   if (!scenario || !findMethod(scenario.method)) {
     throw new Error(
-      `BENCH_ONLY=${JSON.stringify(wanted)} names no runnable scenario; ` +
+      `BENCH_ONLY=${JSON.stringify(requested)} names no runnable scenario; ` +
         `use part of one of: ${SCENARIOS.map((s) => s.name).join("; ")}`,
     );
   }
@@ -222,8 +222,8 @@ async function main(): Promise<void> {
         durationS: settings.sliceS,
       };
       for (let cycle = 0; cycle < settings.slices; cycle++) {
-        // Each cycle starts with the next server, so that none always runs
-        // first, after the machine's quietest pause.
+        // Each cycle starts with the next server, so that no server always
+        // has the same place in the cycle.
         for (let turn = 0; turn < contenders.length; turn++) {
           const contender = contenders[(cycle + turn) % contenders.length];
           const slice = await runSlice(worker, contender, shape);

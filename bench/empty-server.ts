@@ -2,7 +2,8 @@
  * A child process serving only EMPTY_METHOD, which returns an empty message
  * at once. It sends its bound port to the parent over IPC.
  */
-import { type handleUnaryCall, Server, ServerCredentials } from "@grpc/grpc-js";
+import { type handleUnaryCall, Server } from "@grpc/grpc-js";
+import { serveToParent } from "./child-server";
 import { EMPTY_METHOD } from "./empty-service";
 
 const reply: handleUnaryCall<Buffer, Buffer> = (_call, callback) => {
@@ -12,18 +13,4 @@ const reply: handleUnaryCall<Buffer, Buffer> = (_call, callback) => {
 const server = new Server();
 server.addService({ call: EMPTY_METHOD }, { call: reply });
 
-server.bindAsync(
-  "127.0.0.1:0",
-  ServerCredentials.createInsecure(),
-  (err, port) => {
-    if (err) {
-      throw err;
-    }
-    process.send!({ port });
-  },
-);
-
-process.on("disconnect", () => {
-  server.forceShutdown();
-  process.exit(0);
-});
+serveToParent(server);

@@ -35,8 +35,8 @@ export function benchSecret(n: number): string {
 }
 
 /**
- * Users whose secrets bench/bare-server.ts knows; the cache-hit run uses
- * the first 100.
+ * Users whose secrets bench/bare-server.ts maps to a response. The
+ * cache-hit run uses the first 100.
  */
 export const BARE_SERVER_USERS = 10_000;
 

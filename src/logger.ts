@@ -17,10 +17,8 @@ const LOG_BATCH_MAX_CHARS = 16 * 1024;
 /**
  * Gathers logged lines for up to LOG_BATCH_DELAY_MS, or until 16 KiB are
  * pending, and hands them to `sink` as one chunk. Each asynchronous write
- * is handed to libuv's thread pool, at a cost in CPU that does not depend
- * on its length. A server ending thousands of calls a second, each with
- * its line, would otherwise pay it for nearly every call. pino calls
- * flushSync on exit, so a stopping process loses no pending line.
+ * goes through libuv's thread pool at a cost per write, so one write for
+ * many call lines costs far less than one for each.
  */
 export class BatchedLineStream {
   private pending: string[] = [];
@@ -105,8 +103,7 @@ export function createLogger(
   }
 
   // Asynchronous writes, so a slow reader of standard output never stalls
-  // the server. pino flushes its own buffer synchronously on exit; this
-  // handler first hands it the lines still pending here.
+  // the server. On exit this handler writes the pending lines at once.
   const stream = new BatchedLineStream(
     pino.destination({ dest: 1, sync: false }),
   );

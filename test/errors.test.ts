@@ -138,7 +138,7 @@ describe("TokenService errors", () => {
       await service?.stop();
     });
 
-    it("sees the signal aborted and commits nothing", async () => {
+    it("aborts the signal, commits nothing", async () => {
       const request = ownerRequest(`held-${randomUUID()}`);
 
       const err = await callError(
@@ -159,7 +159,7 @@ describe("TokenService errors", () => {
       expect(await eventsOf(service.db, request.userId)).to.have.length(0);
     });
 
-    it("logs the code the client got", async () => {
+    it("logs the code sent", async () => {
       const err = await callError(
         service.client,
         service.client.validateToken,

@@ -22,7 +22,7 @@ class RecordingSink {
 const LOGGER_MODULE = path.resolve(__dirname, "..", "src", "logger.ts");
 
 describe("BatchedLineStream", () => {
-  it("writes the lines of a burst as one chunk after the delay", async () => {
+  it("writes a burst as one chunk", async () => {
     const sink = new RecordingSink();
     const stream = new BatchedLineStream(sink);
 
@@ -35,7 +35,7 @@ describe("BatchedLineStream", () => {
     expect(sink.chunks).to.deep.equal(["a\nb\nc\n"]);
   });
 
-  it("writes at once when 16 KiB are pending", () => {
+  it("writes 16 KiB at once", () => {
     const sink = new RecordingSink();
     const stream = new BatchedLineStream(sink);
     const line = "x".repeat(1023) + "\n";
@@ -59,9 +59,9 @@ describe("BatchedLineStream", () => {
     expect(sink.flushes).to.equal(1);
   });
 
-  it("loses no line of a process that exits at once", () => {
-    // The default logger batches its lines; process.exit right after
-    // logging must still write them, as a failed start-up does.
+  it("keeps lines on immediate exit", () => {
+    // The default logger batches its lines. A failed start-up calls
+    // process.exit right after logging, and the lines must still be written.
     const script =
       `const { createLogger } = require(${JSON.stringify(LOGGER_MODULE)});` +
       `const log = createLogger("info");` +

@@ -60,7 +60,8 @@ type UnaryHandler<Req, Res> = (
 
 /**
  * Picks fields of a successful response for the call's log line, such as
- * ValidateToken's result. Never a secret: the line is not redacted.
+ * ValidateToken's result. The line is not redacted, so it must pick no
+ * secret, hash or signature.
  */
 type ResponseSummary<Res> = (response: Res) => Record<string, unknown>;
 
@@ -149,7 +150,7 @@ function describeError(err: unknown): Record<string, unknown> {
   return { message: String(err) };
 }
 
-/** What every call of one RPC shares. */
+/** The settings shared by every call of one RPC. */
 interface UnaryMethod<Req, Res> {
   rpc: string;
   /** The service's logger, which redacts. */
@@ -163,9 +164,8 @@ interface UnaryMethod<Req, Res> {
 
 /**
  * One call: its context for the handler, and its end. The abort signal and
- * the logger with the call's ids are made on first use. A ValidateToken
- * cache hit needs neither, and making both, with a "cancelled" listener,
- * for every call showed in its CPU profile.
+ * the logger with the call's ids are made on first use, so a ValidateToken
+ * cache hit, which needs neither, does not pay for them.
  */
 class UnaryCall<Req extends object, Res> implements CallContext {
   readonly rpc: string;
@@ -219,7 +219,7 @@ class UnaryCall<Req extends object, Res> implements CallContext {
     return this.callLog;
   }
 
-  /** Runs the handler and ends the call; never rejects. */
+  /** Runs the handler and ends the call with its response or status. */
   async run(): Promise<void> {
     let response: Res;
     try {
@@ -274,7 +274,7 @@ class UnaryCall<Req extends object, Res> implements CallContext {
     const durationMs =
       Math.round((performance.now() - this.startedAt) * 10) / 10;
     // A call that ended before its handler did got its status from grpc-js,
-    // and the client never sees the handler's; the line contains both.
+    // and the client never sees the handler's. The line contains both.
     let sentCode = code;
     if (this.call.cancelled) {
       const deadline = readDeadline(this.call);
