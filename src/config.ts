@@ -186,10 +186,37 @@ function readTls(env: Env): TlsSettings | undefined {
   return { certFile, keyFile, clientCaFile };
 }
 
+/** Schemes of the connection strings that node-postgres accepts. */
+const DATABASE_URL_SCHEMES = ["postgres:", "postgresql:", "socket:"];
+
+/**
+ * Reads DATABASE_URL, or undefined when it is unset or empty.
+ *
+ * @throws ConfigError when the value is not a PostgreSQL URL. The message
+ *   leaves the value out, as it may hold a password.
+ */
+function readDatabaseUrl(env: Env): string | undefined {
+  const raw = env.DATABASE_URL;
+  if (raw === undefined || raw === "") {
+    return undefined;
+  }
+  if (
+    !URL.canParse(raw) ||
+    !DATABASE_URL_SCHEMES.includes(new URL(raw).protocol)
+  ) {
+    throw new ConfigError(
+      "DATABASE_URL is invalid: set a URL such as " +
+        "postgres://USER:PASSWORD@HOST:5432/DATABASE, or unset it to use " +
+        "the embedded database",
+    );
+  }
+  return raw;
+}
+
 /** Reads the database settings alone, which migrations need. */
 export function loadDatabaseOptions(env: Env = process.env): DatabaseOptions {
   return {
-    databaseUrl: env.DATABASE_URL || undefined,
+    databaseUrl: readDatabaseUrl(env),
     dataDir: path.resolve(env.DATA_DIR || "data"),
     poolMax: readInteger(env, "DB_POOL_MAX", 10, 1, 1000),
     connectTimeoutMs: readInteger(

@@ -42,6 +42,28 @@ describe("loadConfig", () => {
     ).to.throw(ConfigError, /16 bytes; AES-256 needs 32/);
   });
 
+  it("rejects a DATABASE_URL that is no URL", () => {
+    const load = () =>
+      loadConfig({
+        DATABASE_URL: "not a url:secret-password",
+        TOKEN_ENCRYPTION_KEY: KEY,
+        TOKEN_SIGNING_SECRET: SIGNING,
+      });
+
+    expect(load).to.throw(ConfigError, /DATABASE_URL is invalid: set a URL/);
+    expect(load).to.not.throw(/secret-password/);
+  });
+
+  it("rejects a DATABASE_URL of another scheme", () => {
+    expect(() =>
+      loadConfig({
+        DATABASE_URL: "mysql://root@127.0.0.1:3306/test",
+        TOKEN_ENCRYPTION_KEY: KEY,
+        TOKEN_SIGNING_SECRET: SIGNING,
+      }),
+    ).to.throw(ConfigError, /DATABASE_URL is invalid/);
+  });
+
   it("names an invalid number and its range", () => {
     expect(() => loadConfig({ API_KEY_EXPIRY_DAYS: "ninety" })).to.throw(
       ConfigError,
