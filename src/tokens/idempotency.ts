@@ -126,12 +126,23 @@ function decodeResult<T>(json: string, sealed: string | undefined): T {
   return parsed.result;
 }
 
-/** The primary-key columns, in the order whereKey lists them. */
-const KEY_COLUMNS = "client_service, rpc, user_id, org_id, request_id";
+/** The primary-key columns, in the order the statements bind them. */
+const KEY_COLUMN_NAMES = [
+  "client_service",
+  "rpc",
+  "user_id",
+  "org_id",
+  "request_id",
+] as const;
+const KEY_COLUMNS = KEY_COLUMN_NAMES.join(", ");
+const KEY_MATCHES = KEY_COLUMN_NAMES.map((column) => `${column} = ?`).join(
+  " and ",
+);
 
-/** Returns the primary-key values of a key, in the order of KEY_COLUMNS. */
+/** Returns a key's primary-key values, ordered as KEY_COLUMN_NAMES. */
 function keyValues(key: IdempotencyKey): string[] {
-  return Object.values(whereKey(key));
+  const values = whereKey(key);
+  return KEY_COLUMN_NAMES.map((column) => values[column]);
 }
 
 // Inserts the key, or takes over an expired one: ON CONFLICT DO UPDATE
@@ -154,8 +165,7 @@ const STORE_RESULT: PreparedStatement = {
   name: "token_service_store_idempotent_result",
   sql:
     `update ${TABLE} set response = ?, secret_key_id = ?, ` +
-    "secret_ciphertext = ? where client_service = ? and rpc = ? and " +
-    "user_id = ? and org_id = ? and request_id = ?",
+    `secret_ciphertext = ? where ${KEY_MATCHES}`,
 };
 
 function whereKey(key: IdempotencyKey) {

@@ -146,7 +146,7 @@ function toRecord(row: TokenRow): TokenRecord {
   };
 }
 
-/** Returns the values of a secret's columns, in the order of SECRET_COLUMNS. */
+/** Returns a secret's column values, ordered as SECRET_COLUMN_NAMES. */
 function secretValues(secret: SecretColumns): unknown[] {
   return [
     secret.tokenHash,
@@ -157,8 +157,17 @@ function secretValues(secret: SecretColumns): unknown[] {
   ];
 }
 
-const SECRET_COLUMNS =
-  "token_hash, secret_key_id, secret_ciphertext, secret_masked, signature";
+const SECRET_COLUMN_NAMES = [
+  "token_hash",
+  "secret_key_id",
+  "secret_ciphertext",
+  "secret_masked",
+  "signature",
+] as const;
+const SECRET_COLUMNS = SECRET_COLUMN_NAMES.join(", ");
+const SECRET_ASSIGNMENTS = SECRET_COLUMN_NAMES.map(
+  (column) => `${column} = ?`,
+).join(", ");
 
 // The writes of the default-token operations. Each returns the row as the
 // reads do, expired computed by the database clock.
@@ -179,8 +188,7 @@ const INSERT_DEFAULT: PreparedStatement = {
 const REPLACE_SECRET: PreparedStatement = {
   name: "token_service_replace_secret",
   sql:
-    `update ${TABLE} set token_hash = ?, secret_key_id = ?, ` +
-    "secret_ciphertext = ?, secret_masked = ?, signature = ?, " +
+    `update ${TABLE} set ${SECRET_ASSIGNMENTS}, ` +
     "previous_token_hash = ?, previous_expires_at = case when ?::boolean " +
     "then least(now() + make_interval(secs => ?), expires_at) end, " +
     "disabled = false, updated_at = now(), " +
